@@ -1,0 +1,174 @@
+"""The ``resnet-keras`` command line.
+
+Every sub-command is a thin layer over the Python API. Exit status: 0 on
+success, 2 on a usage or input error (one line on stderr, no traceback),
+1 on any other failure.
+"""
+import argparse
+import os
+import sys
+
+STRATEGIES = ("auto", "mirrored", "multi-worker", "one-device")
+TUNERS = ("hyperband", "bayesian", "random")
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _cmd_list(args):
+    from resnet_keras import specs
+
+    for name in specs.list_models():
+        spec = specs.get_spec(name)
+        print(f"{name:22s} {spec.description}")
+    return 0
+
+
+def _cmd_info(args):
+    from resnet_keras import models, specs
+
+    model = models.build_model(
+        args.model, classes=args.classes,
+        input_shape=(args.image_size, args.image_size, 3))
+    if args.summary:
+        model.summary(line_length=110)
+    macs = specs.count_macs(model)
+    print(f"model:        {args.model}")
+    print(f"description:  {specs.get_spec(args.model).description}")
+    print(f"parameters:   {model.count_params():,}")
+    print(f"input:        {args.image_size}x{args.image_size}x3")
+    print(f"output:       {tuple(model.output.shape)}")
+    print(f"multiply-adds {macs / 1e9:.3f} G")
+    return 0
+
+
+def _lazy(module, function):
+    def run(args):
+        import importlib
+
+        return getattr(importlib.import_module(f"resnet_keras.{module}"), function)(args)
+
+    return run
+
+
+def _add_data_args(parser):
+    parser.add_argument("--dataset", required=True,
+                        help="TFDS name (e.g. cifar10) or folder:PATH")
+    parser.add_argument("--data-dir", default=None,
+                        help="TFDS data directory (default: $TFDS_DATA_DIR)")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="resnet-keras",
+        description="ResNet and Dilated Residual Network zoo for Keras 3.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("list", help="list the registered models")
+    p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("info", help="build a model and print its size and cost")
+    p.add_argument("model")
+    p.add_argument("--image-size", type=_positive_int, default=224)
+    p.add_argument("--classes", type=_positive_int, default=1000)
+    p.add_argument("--summary", action="store_true", help="print the layer table")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("train", help="train a model and optionally export it")
+    p.add_argument("--model", required=True)
+    _add_data_args(p)
+    p.add_argument("--epochs", type=_positive_int, required=True)
+    p.add_argument("--batch-size", type=_positive_int, required=True,
+                   help="global batch size (split across replicas)")
+    p.add_argument("--model-dir", required=True,
+                   help="checkpoints, TensorBoard logs and the run config")
+    p.add_argument("--export-dir", default=None,
+                   help="export a SavedModel to EXPORT_DIR/<version> at the end")
+    p.add_argument("--image-size", type=_positive_int, default=None,
+                   help="training resolution (default: 32 for small images, else 224)")
+    p.add_argument("--strategy", choices=STRATEGIES, default="auto")
+    p.add_argument("--num-cpu-replicas", type=_positive_int, default=None,
+                   help="with --strategy mirrored and no GPU: split the CPU into N devices")
+    p.add_argument("--mixed-precision", action="store_true")
+    p.add_argument("--jit-compile", action="store_true", help="compile steps with XLA")
+    p.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
+    p.add_argument("--learning-rate", type=_positive_float, default=None)
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--schedule", choices=("cosine", "step"), default="cosine")
+    p.add_argument("--warmup-epochs", type=float, default=None)
+    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--max-steps", type=_positive_int, default=None,
+                   help="stop after this many training steps in all")
+    p.add_argument("--steps-per-epoch", type=_positive_int, default=None)
+    p.add_argument("--train-subset", type=_positive_int, default=None,
+                   help="use only the first N training images")
+    p.add_argument("--cache", action="store_true", help="cache decoded images in memory")
+    p.add_argument("--output-stride", type=_positive_int, default=None)
+    p.set_defaults(func=_lazy("train", "train_main"))
+
+    p = sub.add_parser("evaluate", help="top-1 / top-5 of a trained model")
+    p.add_argument("--model-dir", required=True)
+    _add_data_args(p)
+    p.add_argument("--split", default=None, help="default: test, else validation")
+    p.add_argument("--batch-size", type=_positive_int, default=128)
+    p.set_defaults(func=_lazy("train", "evaluate_main"))
+
+    p = sub.add_parser("export", help="export a trained model for TF Serving")
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--export-dir", required=True)
+    p.add_argument("--version", type=_positive_int, default=None)
+    p.set_defaults(func=_lazy("export", "export_main"))
+
+    p = sub.add_parser("predict", help="classify images with an exported model")
+    p.add_argument("--export-dir", required=True,
+                   help="an export base (newest version is used) or one version")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--top", type=_positive_int, default=5)
+    p.set_defaults(func=_lazy("export", "predict_main"))
+
+    p = sub.add_parser("tune", help="search bottleneck width, depth and dilation")
+    _add_data_args(p)
+    p.add_argument("--directory", required=True)
+    p.add_argument("--max-trials", type=_positive_int, required=True)
+    p.add_argument("--tuner", choices=TUNERS, default="hyperband")
+    p.add_argument("--export-dir", default=None)
+    p.set_defaults(func=_lazy("tuning", "tune_main"))
+    return parser
+
+
+def main(argv=None):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ValueError as err:
+        message = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
+        print(f"resnet-keras {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"resnet-keras {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

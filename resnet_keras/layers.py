@@ -1,0 +1,168 @@
+"""Building blocks: one conv-BN-ReLU helper, residual blocks and stages.
+
+Layer names follow keras.applications (``conv2_block1_1_conv``,
+``conv2_block1_0_conv`` for a projection shortcut, ``_bn``, ``_relu``,
+``_add``, ``_out``); they are the contract that weight files rely on.
+Strided convs are padded symmetrically (explicit ZeroPadding2D + "valid"),
+as PyTorch pads, so ported weights give the same numbers.
+"""
+import functools
+
+import keras
+from keras import layers, ops
+
+# torchvision's init: kaiming normal, fan_out, for ReLU networks.
+CONV_INIT = {"class_name": "VarianceScaling",
+             "config": {"scale": 2.0, "mode": "fan_out", "distribution": "untruncated_normal"}}
+
+
+@keras.saving.register_keras_serializable(package="resnet_keras")
+class ShortcutPad(layers.Layer):
+    """Parameter-free shortcut (He et al. 2016, CIFAR option A).
+
+    Subsamples the input spatially by ``stride`` and zero-pads its channels
+    to ``channels`` (half the new channels before, half after).
+    """
+
+    def __init__(self, stride, channels, **kwargs):
+        super().__init__(**kwargs)
+        self.stride = int(stride)
+        self.channels = int(channels)
+
+    def call(self, inputs):
+        x = inputs[:, ::self.stride, ::self.stride, :] if self.stride > 1 else inputs
+        extra = self.channels - x.shape[-1]
+        before = extra // 2
+        return ops.pad(x, [[0, 0], [0, 0], [0, 0], [before, extra - before]])
+
+    def compute_output_shape(self, input_shape):
+        def sub(size):
+            return None if size is None else -(-size // self.stride)
+        return (input_shape[0], sub(input_shape[1]), sub(input_shape[2]), self.channels)
+
+    def get_config(self):
+        return {**super().get_config(), "stride": self.stride, "channels": self.channels}
+
+
+class Ops:
+    """Conv / BN / ReLU factories configured once from a spec."""
+
+    def __init__(self, spec):
+        self.spec = spec
+        self.bn = functools.partial(
+            layers.BatchNormalization, axis=-1,
+            epsilon=spec.bn_epsilon, momentum=spec.bn_momentum)
+
+    def conv(self, x, filters, kernel, stride=1, dilation=1, groups=1,
+             use_bias=None, name=None):
+        """Conv with symmetric padding; adds ``{name}_pad`` when strided."""
+        if stride > 1 and dilation > 1:
+            raise ValueError(f"{name}: a conv cannot be both strided and dilated")
+        pad = dilation * (kernel - 1) // 2
+        padding = "same"
+        if stride > 1 or kernel == 1:
+            padding = "valid"
+            if pad:
+                x = layers.ZeroPadding2D(pad, name=f"{name}_pad")(x)
+        return layers.Conv2D(
+            filters, kernel, strides=stride, padding=padding, dilation_rate=dilation,
+            groups=groups, use_bias=self.spec.conv_bias if use_bias is None else use_bias,
+            kernel_initializer=CONV_INIT, name=f"{name}_conv")(x)
+
+    def conv_bn(self, x, filters, kernel, stride=1, dilation=1, groups=1,
+                relu=True, name=None):
+        """``{name}_conv`` -> ``{name}_bn`` [-> ``{name}_relu``]."""
+        x = self.conv(x, filters, kernel, stride, dilation, groups, name=name)
+        x = self.bn(name=f"{name}_bn")(x)
+        return layers.ReLU(name=f"{name}_relu")(x) if relu else x
+
+    def norm_relu(self, x, name):
+        """BN + ReLU named ``{name}_bn`` / ``{name}_relu`` (pre-activation)."""
+        x = self.bn(name=f"{name}_bn")(x)
+        return layers.ReLU(name=f"{name}_relu")(x)
+
+    def shortcut(self, x, channels, stride, name):
+        """Identity, projection (``_0_conv``/``_0_bn``) or option-A padding."""
+        if stride == 1 and x.shape[-1] == channels:
+            return x
+        if self.spec.shortcut == "pad":
+            return ShortcutPad(stride, channels, name=f"{name}_0_pad")(x)
+        return self.conv_bn(x, channels, 1, stride, relu=False, name=f"{name}_0")
+
+
+def basic_block(ops, x, width, stride, dilation, first_dilation, residual=True, name=None):
+    """Two 3x3 convs; ``residual=False`` drops the addition (DRN degridding)."""
+    shortcut = ops.shortcut(x, width, stride, name) if residual else None
+    y = ops.conv_bn(x, width, 3, stride, first_dilation, name=f"{name}_1")
+    y = ops.conv_bn(y, width, 3, 1, dilation, relu=False, name=f"{name}_2")
+    if residual:
+        y = layers.Add(name=f"{name}_add")([shortcut, y])
+    return layers.ReLU(name=f"{name}_out")(y)
+
+
+def bottleneck_block(ops, x, width, stride, dilation, first_dilation, name=None):
+    """1x1 -> 3x3 (grouped, strided, dilated) -> 1x1 (x expansion)."""
+    spec = ops.spec
+    inner, out = spec.bottleneck_width(width), width * spec.expansion
+    s1, s3 = (stride, 1) if spec.stride_in_1x1 else (1, stride)
+    shortcut = ops.shortcut(x, out, stride, name)
+    y = ops.conv_bn(x, inner, 1, s1, name=f"{name}_1")
+    y = ops.conv_bn(y, inner, 3, s3, first_dilation, spec.groups, name=f"{name}_2")
+    y = ops.conv_bn(y, out, 1, relu=False, name=f"{name}_3")
+    y = layers.Add(name=f"{name}_add")([shortcut, y])
+    return layers.ReLU(name=f"{name}_out")(y)
+
+
+def preact_block(ops, x, width, stride, dilation, name=None):
+    """Pre-activation bottleneck (keras.applications ``block2``)."""
+    spec = ops.spec
+    inner, out = spec.bottleneck_width(width), width * spec.expansion
+    preact = ops.norm_relu(x, f"{name}_preact")
+    if x.shape[-1] != out:
+        shortcut = ops.conv(preact, out, 1, stride, use_bias=True, name=f"{name}_0")
+    elif stride > 1:
+        shortcut = layers.MaxPooling2D(1, strides=stride, name=f"{name}_0_pool")(x)
+    else:
+        shortcut = x
+    y = ops.conv_bn(preact, inner, 1, name=f"{name}_1")
+    y = ops.conv_bn(y, inner, 3, stride, dilation, spec.groups, name=f"{name}_2")
+    y = ops.conv(y, out, 1, use_bias=True, name=f"{name}_3")
+    return layers.Add(name=f"{name}_out")([shortcut, y])
+
+
+def conv_stage(ops, x, width, depth, stride, dilation, name):
+    """Plain stack of 3x3 conv-BN-ReLU (DRN-D levels 1, 2, 7, 8)."""
+    for i in range(depth):
+        x = ops.conv_bn(x, width, 3, stride if i == 0 else 1, dilation,
+                        name=f"{name}_conv{i + 1}")
+    return x
+
+
+def residual_stage(ops, x, index, depth, stride, dilation, first_dilation, name,
+                   on_level=None):
+    """``depth`` residual blocks of stage ``index``.
+
+    Post-activation stages stride in their first block, whose 3x3 uses
+    ``first_dilation``; pre-activation (v2) stages stride in their last block
+    and use ``first_dilation`` throughout. ``on_level(x)`` is called with the
+    input of a v2 stage's last block when that block has a nominal stride
+    (the last feature map at the stage's input resolution).
+    """
+    spec = ops.spec
+    width, block = spec.widths[index], spec.stage_block(index)
+    for b in range(depth):
+        block_name = f"{name}_block{b + 1}"
+        if spec.preact:
+            last = b == depth - 1
+            if last and on_level is not None and spec.strides[index] > 1:
+                on_level(x)
+            x = preact_block(ops, x, width, stride if last else 1, first_dilation,
+                             name=block_name)
+            continue
+        s, d1 = (stride, first_dilation) if b == 0 else (1, dilation)
+        if block == "bottleneck":
+            x = bottleneck_block(ops, x, width, s, dilation, d1, name=block_name)
+        else:
+            x = basic_block(ops, x, width, s, dilation, d1,
+                            residual=spec.kinds[index] != "degrid", name=block_name)
+    return x

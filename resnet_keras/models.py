@@ -1,0 +1,199 @@
+"""Keras functional builders for every registered spec.
+
+``build_model(name, ...)`` takes the keras.applications arguments
+(``include_top``, ``weights``, ``input_tensor``, ``input_shape``, ``pooling``,
+``classes``, ``classifier_activation``, ``name``) plus ``output_stride`` and
+the spec overrides of :data:`resnet_keras.specs.OVERRIDABLE`.
+"""
+import math
+
+import keras
+from keras import layers
+
+from resnet_keras import specs as specs_lib
+from resnet_keras import weights as weights_lib
+from resnet_keras.layers import Ops, conv_stage, residual_stage
+
+POOLINGS = (None, "avg", "max")
+
+
+def _check_input_shape(input_shape, model_name):
+    if input_shape is None:
+        return (None, None, 3)
+    shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else None
+    if shape is None or len(shape) != 3:
+        raise ValueError(
+            f"input_shape={input_shape!r} for {model_name}: expected (height, width, "
+            "channels), e.g. (224, 224, 3) or (None, None, 3)")
+    for side in shape[:2]:
+        if side is not None and (not specs_lib._is_int(side) or side < 1):
+            raise ValueError(f"input_shape={input_shape!r} for {model_name}: height "
+                             "and width must be positive integers or None")
+    channels = shape[2]
+    if not specs_lib._is_int(channels) or channels < 1:
+        raise ValueError(f"input_shape={input_shape!r} for {model_name}: channels "
+                         f"must be a positive integer (3 for RGB), got {channels!r}")
+    return shape
+
+
+def _make_input(input_tensor, input_shape, model_name):
+    if input_tensor is None:
+        inputs = keras.Input(shape=_check_input_shape(input_shape, model_name))
+        return inputs, inputs
+    if input_shape is None:
+        input_shape = tuple(input_tensor.shape[1:])
+    input_shape = _check_input_shape(input_shape, model_name)
+    if keras.backend.is_keras_tensor(input_tensor):
+        tensor = input_tensor
+    else:
+        tensor = keras.Input(tensor=input_tensor, shape=input_shape)
+    return tensor, keras.utils.get_source_inputs(tensor)
+
+
+def _check_head(include_top, pooling, classes, classifier_activation, model_name):
+    if not isinstance(include_top, bool):
+        raise ValueError(f"include_top={include_top!r} for {model_name}: expected True or False")
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling={pooling!r} is not valid for {model_name}; "
+                         "choices: None, 'avg', 'max'")
+    if not specs_lib._is_int(classes) or classes < 1:
+        raise ValueError(f"classes={classes!r} for {model_name}: must be a positive integer")
+    if classifier_activation is not None:
+        try:
+            keras.activations.get(classifier_activation)
+        except (ValueError, TypeError):
+            raise ValueError(
+                f"classifier_activation={classifier_activation!r} for {model_name} is not "
+                "a Keras activation (e.g. 'softmax', 'sigmoid', None)") from None
+
+
+def _stem(ops, x, spec):
+    if spec.stem in ("imagenet", "imagenet_v2"):
+        if spec.stem == "imagenet":
+            x = ops.conv_bn(x, spec.stem_width, 7, 2, name="conv1")
+        else:  # pre-activation: the first block normalises
+            x = ops.conv(x, spec.stem_width, 7, 2, use_bias=True, name="conv1")
+        x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
+        return layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+    kernel = 3 if spec.stem == "cifar" else 7
+    return ops.conv_bn(x, spec.stem_width, kernel, 1, name="conv1")
+
+
+def _body(ops, x, spec):
+    """Run the stem and stages; returns (final features, {level name: tensor})."""
+    levels = {}
+    drn_levels = spec.family in ("drn_c", "drn_d")
+    nominal = spec.stem_stride
+
+    def p_level(stride):
+        return f"P{int(math.log2(stride))}"
+
+    x = _stem(ops, x, spec)
+    for i, (stride, dilation, first) in enumerate(spec.stage_plan()):
+        depth, kind = spec.depths[i], spec.kinds[i]
+        name = f"level{i + 1}" if drn_levels else f"conv{i + 2}"
+        entry_stride = nominal
+        nominal *= spec.strides[i]
+        if kind == "conv":
+            x = conv_stage(ops, x, spec.widths[i], depth, stride, dilation, name)
+        else:
+            def on_level(t, s=entry_stride):
+                levels[p_level(s)] = t
+            x = residual_stage(ops, x, i, depth, stride, dilation, first, name,
+                               on_level=on_level)
+        levels[name if drn_levels else p_level(nominal)] = x
+    if spec.preact:
+        x = ops.norm_relu(x, "post")
+        levels[p_level(nominal)] = x
+    return x, levels
+
+
+def _head(x, include_top, pooling, classes, classifier_activation):
+    if include_top:
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        # Logits stay float32 under a mixed-precision policy.
+        mixed = keras.config.dtype_policy().name.startswith("mixed")
+        return layers.Dense(classes, activation=classifier_activation,
+                            dtype="float32" if mixed else None, name="predictions")(x)
+    if pooling == "avg":
+        return layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    if pooling == "max":
+        return layers.GlobalMaxPooling2D(name="max_pool")(x)
+    return x
+
+
+def build_model(model_name, /, *, include_top=True, weights=None, input_tensor=None,
+                input_shape=None, pooling=None, classes=1000,
+                classifier_activation="softmax", name=None, output_stride=None,
+                **overrides):
+    """Build a registered model (see ``list_models()``).
+
+    Args:
+        model_name: a registered name, e.g. "resnet50" or "drn_c_26".
+        include_top: add global average pooling and the ``predictions`` layer.
+        weights: None, "imagenet" (where a public source is known) or the
+            path of a weights file (Keras ``.weights.h5``/``.keras``/``.h5``,
+            or a PyTorch ``.pth`` from torchvision or fyu/drn).
+        input_tensor: optional Keras tensor to use as the model's input.
+        input_shape: ``(height, width, channels)``; None sides accept any size.
+            Default ``(None, None, 3)``.
+        pooling: with ``include_top=False``: None (4D features), "avg" or "max".
+        classes: number of classes of the top layer.
+        classifier_activation: activation of the top layer (None for logits).
+        name: the Keras model's name (default: ``model_name``).
+        output_stride: total downsampling; smaller values dilate the last
+            stages instead of striding them (see the spec's ``output_strides``).
+        **overrides: spec fields to change: depths, widths, block,
+            base_width, groups, expansion.
+
+    Returns:
+        A ``keras.Model``.
+    """
+    spec = specs_lib.resolve_spec(model_name, output_stride=output_stride, **overrides)
+    _check_head(include_top, pooling, classes, classifier_activation, model_name)
+    weights_lib.check_weights_arg(weights, model_name, include_top, classes)
+    inputs, model_inputs = _make_input(input_tensor, input_shape, model_name)
+    x, _ = _body(Ops(spec), inputs, spec)
+    outputs = _head(x, include_top, pooling, classes, classifier_activation)
+    model = keras.Model(model_inputs, outputs, name=name or model_name)
+    if weights is not None:
+        weights_lib.load_weights(model, weights, model_name)
+    return model
+
+
+def build_backbone(model_name, /, *, input_tensor=None, input_shape=None, name=None,
+                   output_stride=None, weights=None, **overrides):
+    """A model whose outputs are a dict of named feature levels.
+
+    ResNets (and DRN-A) give "P2".."P5" (the last feature map at nominal
+    stride 2**k; CIFAR ResNets "P0".."P2"); DRN-C/D give "level1".."level8".
+    With a smaller ``output_stride`` the names keep their nominal stride.
+    ``weights`` loads classification weights into the backbone's layers.
+    """
+    spec = specs_lib.resolve_spec(model_name, output_stride=output_stride, **overrides)
+    weights_lib.check_weights_arg(weights, model_name, False, None)
+    inputs, model_inputs = _make_input(input_tensor, input_shape, model_name)
+    _, levels = _body(Ops(spec), inputs, spec)
+    model = keras.Model(model_inputs, levels, name=name or f"{model_name}_backbone")
+    if weights is not None:
+        weights_lib.load_weights(model, weights, model_name)
+    return model
+
+
+def count_macs(model):
+    """Multiply-adds of one forward pass of one image (convs and dense layers).
+
+    The model needs a fixed input size, e.g. ``input_shape=(224, 224, 3)``.
+    """
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, layers.Conv2D):
+            out = layer.output.shape
+            if None in out[1:]:
+                raise ValueError(f"count_macs needs a fixed input size; {model.name} "
+                                 f"has input shape {tuple(model.input_shape)}")
+            kh, kw, cin_per_group, cout = layer.kernel.shape
+            total += out[1] * out[2] * cout * kh * kw * cin_per_group
+        elif isinstance(layer, layers.Dense):
+            total += math.prod(layer.kernel.shape)
+    return int(total)

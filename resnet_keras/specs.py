@@ -1,0 +1,337 @@
+"""Model specs: every registered network is one row of data.
+
+A :class:`ModelSpec` describes a whole network: its stem, the kind of each
+stage (residual, plain conv, or DRN "degridding"), depths, widths, strides,
+fixed dilations, the bottleneck's width and groups, and the output-stride
+rule. One builder (:mod:`resnet_keras.models`) reads it. The ResNet variants,
+ResNeXt, Wide ResNet, the CIFAR ResNets and DRN-A/C/D differ only in their row.
+"""
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+FAMILIES = ("resnet", "resnet_v2", "cifar", "drn_a", "drn_c", "drn_d")
+BLOCKS = ("basic", "bottleneck")
+# Stem -> total stride of the stem.
+STEM_STRIDES = {"imagenet": 4, "imagenet_v2": 4, "cifar": 1, "drn": 1}
+# Stage kinds: "residual" uses the spec's block; "basic" is always a basic
+# residual block (DRN-C levels 1-2); "degrid" is a basic block without the
+# residual addition (DRN-C levels 7-8); "conv" is a plain conv-BN-ReLU stack
+# (DRN-D levels 1, 2, 7, 8).
+STAGE_KINDS = ("residual", "basic", "degrid", "conv")
+SHORTCUTS = ("projection", "pad")
+FIRST_DILATIONS = ("previous", "same", "one")
+
+# Fields that build_model(name, **overrides) and the tuner may change.
+OVERRIDABLE = ("depths", "widths", "block", "base_width", "groups", "expansion")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One network, as data.
+
+    Attributes:
+        family: architecture family, one of FAMILIES.
+        depths: blocks (or convs, for "conv" stages) per stage.
+        block: "basic" or "bottleneck", used by the "residual" stages.
+        widths: per-stage width ("planes"); a bottleneck outputs
+            ``width * expansion`` channels.
+        strides: nominal per-stage stride (before the output-stride rule).
+        dilations: fixed per-stage dilation (DRN levels); default all 1.
+        kinds: per-stage kind, one of STAGE_KINDS; default all "residual".
+        stem: "imagenet" (7x7/2 conv + 3x3/2 max-pool), "imagenet_v2" (the
+            same without BN/ReLU, for pre-activation nets), "cifar" (3x3/1
+            conv) or "drn" (7x7/1 conv).
+        stem_width: channels of the stem conv.
+        base_width: bottleneck width per group at width 64; the bottleneck's
+            inner width is ``int(width * base_width / 64) * groups``
+            (torchvision's rule: 64 for ResNet, 128 for Wide ResNet-2,
+            4 or 8 for ResNeXt 32x4d / 32x8d).
+        groups: grouped-conv cardinality of the bottleneck's 3x3 conv.
+        expansion: bottleneck output channels / width (4); 1 for basic blocks.
+        preact: pre-activation (v2) blocks, keras.applications layout, with
+            the stride in the last block of each stage.
+        stride_in_1x1: put a bottleneck's stride on its first 1x1 conv
+            (v1, keras.applications) instead of the 3x3 (v1.5).
+        conv_bias: convs followed by BN have a bias (keras.applications v1).
+        bn_epsilon, bn_momentum: BatchNormalization settings.
+        shortcut: "projection" (1x1 conv + BN) or "pad" (parameter-free
+            subsample and zero-pad channels, He et al.'s CIFAR option A).
+        first_dilation: dilation of the first block of a dilated stage:
+            "previous" (the stage's incoming dilation; timm/torchvision),
+            "same" (the stage's own; DRN-C/D) or "one" (DRN-A).
+        output_strides: allowed ``output_stride`` values; the first entry of
+            a one-element tuple, or the native value, is the default.
+        output_stride: requested output stride; None means native.
+        description: one line for ``list_models`` and the CLI.
+    """
+
+    family: str
+    depths: Tuple[int, ...]
+    block: str = "bottleneck"
+    widths: Tuple[int, ...] = (64, 128, 256, 512)
+    strides: Tuple[int, ...] = (1, 2, 2, 2)
+    dilations: Optional[Tuple[int, ...]] = None
+    kinds: Optional[Tuple[str, ...]] = None
+    stem: str = "imagenet"
+    stem_width: int = 64
+    base_width: int = 64
+    groups: int = 1
+    expansion: Optional[int] = None
+    preact: bool = False
+    stride_in_1x1: bool = False
+    conv_bias: bool = False
+    bn_epsilon: float = 1e-5
+    bn_momentum: float = 0.9
+    shortcut: str = "projection"
+    first_dilation: str = "previous"
+    output_strides: Tuple[int, ...] = (8, 16, 32)
+    output_stride: Optional[int] = None
+    description: str = ""
+
+    def __post_init__(self):
+        n = len(self.depths)
+        set_ = object.__setattr__
+        set_(self, "depths", tuple(self.depths))
+        set_(self, "widths", tuple(self.widths))
+        set_(self, "strides", tuple(self.strides))
+        set_(self, "dilations", tuple(self.dilations) if self.dilations else (1,) * n)
+        set_(self, "kinds", tuple(self.kinds) if self.kinds else ("residual",) * n)
+        if self.expansion is None:
+            set_(self, "expansion", 4 if self.block == "bottleneck" else 1)
+
+    # Derived quantities -------------------------------------------------
+    @property
+    def stem_stride(self):
+        return STEM_STRIDES[self.stem]
+
+    @property
+    def native_output_stride(self):
+        return self.stem_stride * math.prod(self.strides)
+
+    def bottleneck_width(self, width):
+        """Inner width of a bottleneck block of nominal ``width``."""
+        return int(width * self.base_width / 64) * self.groups
+
+    def stage_block(self, index):
+        """The block type of stage ``index``: basic, bottleneck, or None (conv)."""
+        kind = self.kinds[index]
+        if kind == "residual":
+            return self.block
+        return None if kind == "conv" else "basic"
+
+    def stage_channels(self, index):
+        """Output channels of stage ``index``."""
+        block = self.stage_block(index)
+        expansion = self.expansion if block == "bottleneck" else 1
+        return self.widths[index] * expansion
+
+    def stage_plan(self):
+        """Per stage ``(stride, dilation, first_dilation)`` after the output-stride rule.
+
+        Walks the stages with a running stride; once it has reached the
+        requested output stride, each further stride becomes dilation.
+        """
+        target = self.output_stride or self.native_output_stride
+        net, dilation, previous, plan = self.stem_stride, 1, 1, []
+        for stride, fixed in zip(self.strides, self.dilations):
+            if stride > 1 and net >= target:
+                dilation, stride = dilation * stride, 1
+            else:
+                net *= stride
+            current = dilation * fixed
+            first = {"previous": previous, "same": current, "one": 1}[self.first_dilation]
+            plan.append((stride, current, first))
+            previous = current
+        return plan
+
+    # Validation ---------------------------------------------------------
+    def validate(self, name="model"):
+        """Raise ValueError (one line naming the bad value) if inconsistent."""
+        _choice("family", self.family, FAMILIES, name)
+        _choice("block", self.block, BLOCKS, name)
+        _choice("stem", self.stem, tuple(STEM_STRIDES), name)
+        _choice("shortcut", self.shortcut, SHORTCUTS, name)
+        _choice("first_dilation", self.first_dilation, FIRST_DILATIONS, name)
+        for kind in self.kinds:
+            _choice("stage kind", kind, STAGE_KINDS, name)
+        n = len(self.depths)
+        for field in ("widths", "strides", "dilations", "kinds"):
+            if len(getattr(self, field)) != n:
+                raise ValueError(
+                    f"{field}={getattr(self, field)!r} has {len(getattr(self, field))} "
+                    f"entries but {name} has {n} stages (depths={self.depths!r})")
+        for field in ("depths", "widths", "strides", "dilations"):
+            for value in getattr(self, field):
+                if not _is_int(value) or value < 1:
+                    raise ValueError(
+                        f"{field}={getattr(self, field)!r} for {name}: "
+                        f"every entry must be a positive integer")
+        for field in ("base_width", "groups", "expansion", "stem_width"):
+            value = getattr(self, field)
+            if not _is_int(value) or value < 1:
+                raise ValueError(f"{field}={value!r} for {name}: must be a positive integer")
+        if self.block == "basic" and (self.groups != 1 or self.base_width != 64):
+            raise ValueError(
+                f"groups={self.groups}, base_width={self.base_width} for {name}: "
+                "basic blocks support only groups=1 and base_width=64; "
+                "use block='bottleneck' for ResNeXt or wide bottlenecks")
+        if self.block == "bottleneck":
+            for width in self.widths:
+                inner = self.bottleneck_width(width)
+                if inner < self.groups:
+                    raise ValueError(
+                        f"base_width={self.base_width} with groups={self.groups} for "
+                        f"{name} gives a bottleneck width of {inner} at stage width "
+                        f"{width}: it must be at least the number of groups")
+        if self.preact and self.shortcut != "projection":
+            raise ValueError(f"shortcut={self.shortcut!r} for {name}: pre-activation "
+                             "networks use 'projection'")
+        if self.output_stride is not None and self.output_stride not in self.output_strides:
+            raise ValueError(
+                f"output_stride={self.output_stride!r} is not valid for {name}; "
+                f"choices: {', '.join(str(s) for s in self.output_strides)}")
+        return self
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _choice(field, value, choices, name):
+    if value not in choices:
+        raise ValueError(f"{field}={value!r} is not valid for {name}; "
+                         f"choices: {', '.join(map(str, choices))}")
+
+
+# ---------------------------------------------------------------------------
+# The registry
+# ---------------------------------------------------------------------------
+
+def _resnet(depths, block, description, **kw):
+    return ModelSpec(family="resnet", depths=depths, block=block,
+                     description=description, **kw)
+
+
+def _keras_v1(depths, description):
+    # keras.applications ResNet50/101/152: stride on the first 1x1, conv
+    # biases everywhere, BN epsilon 1.001e-5, Keras' default BN momentum.
+    return ModelSpec(family="resnet", depths=depths, block="bottleneck",
+                     stride_in_1x1=True, conv_bias=True, bn_epsilon=1.001e-5,
+                     bn_momentum=0.99, description=description)
+
+
+def _resnet_v2(depths, description):
+    # keras.applications ResNet50V2/101V2/152V2: pre-activation, stride in
+    # the last block of stages 1-3, bias on convs not followed by BN.
+    return ModelSpec(family="resnet_v2", depths=depths, block="bottleneck",
+                     strides=(2, 2, 2, 1), stem="imagenet_v2", preact=True,
+                     bn_epsilon=1.001e-5, bn_momentum=0.99, description=description)
+
+
+def _cifar(depth):
+    n = (depth - 2) // 6
+    return ModelSpec(
+        family="cifar", depths=(n, n, n), block="basic", widths=(16, 32, 64),
+        strides=(1, 2, 2), stem="cifar", stem_width=16, shortcut="pad",
+        output_strides=(1, 2, 4),
+        description=f"CIFAR ResNet-{depth} (He et al. 2016, 6n+2 with n={n}, "
+                    "option A shortcuts)")
+
+
+_DRN_WIDTHS = (16, 32, 64, 128, 256, 512, 512, 512)
+_DRN_STRIDES = (1, 2, 2, 2, 1, 1, 1, 1)
+_DRN_DILATIONS = (1, 1, 1, 1, 2, 4, 2, 1)
+_DRN_KINDS = {
+    "drn_c": ("basic", "basic") + ("residual",) * 4 + ("degrid", "degrid"),
+    "drn_d": ("conv", "conv") + ("residual",) * 4 + ("conv", "conv"),
+}
+
+
+def _drn(family, depths, block, description):
+    return ModelSpec(
+        family=family, depths=depths, block=block, widths=_DRN_WIDTHS,
+        strides=_DRN_STRIDES, dilations=_DRN_DILATIONS, kinds=_DRN_KINDS[family],
+        stem="drn", stem_width=16, first_dilation="same", output_strides=(8,),
+        description=description)
+
+
+_R50, _R101, _R152 = (3, 4, 6, 3), (3, 4, 23, 3), (3, 8, 36, 3)
+_DRN_SHALLOW, _DRN_MID = (1, 1, 2, 2, 2, 2, 1, 1), (1, 1, 3, 4, 6, 3, 1, 1)
+
+SPECS = {
+    "resnet18": _resnet((2, 2, 2, 2), "basic", "ResNet-18 (v1.5, torchvision topology)"),
+    "resnet34": _resnet((3, 4, 6, 3), "basic", "ResNet-34 (v1.5, torchvision topology)"),
+    "resnet50": _resnet(_R50, "bottleneck", "ResNet-50 v1.5 (stride on the 3x3, torchvision)"),
+    "resnet101": _resnet(_R101, "bottleneck", "ResNet-101 v1.5 (torchvision topology)"),
+    "resnet152": _resnet(_R152, "bottleneck", "ResNet-152 v1.5 (torchvision topology)"),
+    "resnet50_v1": _keras_v1(_R50, "ResNet-50 v1, keras.applications.ResNet50 layout"),
+    "resnet101_v1": _keras_v1(_R101, "ResNet-101 v1, keras.applications.ResNet101 layout"),
+    "resnet152_v1": _keras_v1(_R152, "ResNet-152 v1, keras.applications.ResNet152 layout"),
+    "resnet50v2": _resnet_v2(_R50, "ResNet-50 v2 (pre-activation, keras.applications layout)"),
+    "resnet101v2": _resnet_v2(_R101, "ResNet-101 v2 (pre-activation, keras.applications)"),
+    "resnet152v2": _resnet_v2(_R152, "ResNet-152 v2 (pre-activation, keras.applications)"),
+    "resnext50_32x4d": _resnet(_R50, "bottleneck", "ResNeXt-50 32x4d (torchvision)",
+                               groups=32, base_width=4),
+    "resnext101_32x8d": _resnet(_R101, "bottleneck", "ResNeXt-101 32x8d (torchvision)",
+                                groups=32, base_width=8),
+    "wide_resnet50_2": _resnet(_R50, "bottleneck", "Wide ResNet-50-2 (torchvision)",
+                               base_width=128),
+    "wide_resnet101_2": _resnet(_R101, "bottleneck", "Wide ResNet-101-2 (torchvision)",
+                                base_width=128),
+    **{f"resnet{d}": _cifar(d) for d in (20, 32, 44, 56, 110)},
+    "drn_a_50": ModelSpec(
+        family="drn_a", depths=_R50, block="bottleneck", strides=(1, 2, 1, 1),
+        dilations=(1, 1, 2, 4), first_dilation="one", output_strides=(8,),
+        description="DRN-A-50 (ResNet-50 with stages 4-5 dilated, output stride 8)"),
+    "drn_c_26": _drn("drn_c", _DRN_SHALLOW, "basic", "DRN-C-26 (fyu/drn)"),
+    "drn_c_42": _drn("drn_c", _DRN_MID, "basic", "DRN-C-42 (fyu/drn)"),
+    "drn_c_58": _drn("drn_c", _DRN_MID, "bottleneck", "DRN-C-58 (fyu/drn)"),
+    "drn_d_22": _drn("drn_d", _DRN_SHALLOW, "basic", "DRN-D-22 (fyu/drn)"),
+    "drn_d_38": _drn("drn_d", _DRN_MID, "basic", "DRN-D-38 (fyu/drn)"),
+    "drn_d_54": _drn("drn_d", _DRN_MID, "bottleneck", "DRN-D-54 (fyu/drn)"),
+    "drn_d_105": _drn("drn_d", (1, 1, 3, 4, 23, 3, 1, 1), "bottleneck",
+                      "DRN-D-105 (fyu/drn)"),
+}
+
+
+def list_models():
+    """Sorted names of every registered model."""
+    return sorted(SPECS)
+
+
+def get_spec(name):
+    """The registered spec for ``name``; ValueError naming the choices if unknown."""
+    if not isinstance(name, str) or name not in SPECS:
+        raise ValueError(f"Unknown model {name!r}. Available: {', '.join(list_models())}")
+    return SPECS[name]
+
+
+def resolve_spec(name, output_stride=None, **overrides):
+    """The spec for ``name`` with ``overrides`` applied, validated.
+
+    ``overrides`` may set any of OVERRIDABLE (stage depths, widths, block,
+    bottleneck base width, groups, expansion). A ``depths``/``widths`` given as
+    a list is accepted.
+    """
+    spec = get_spec(name)
+    unknown = sorted(set(overrides) - set(OVERRIDABLE))
+    if unknown:
+        raise ValueError(
+            f"Unknown argument {unknown[0]!r} for {name}; spec overrides: "
+            f"{', '.join(OVERRIDABLE)}")
+    changes = {k: (tuple(v) if isinstance(v, list) else v) for k, v in overrides.items()}
+    if "block" in changes and "expansion" not in changes:
+        changes["expansion"] = None  # re-derive from the new block
+    if output_stride is not None:
+        changes["output_stride"] = output_stride
+    try:
+        spec = dataclasses.replace(spec, **changes) if changes else spec
+    except TypeError as err:  # e.g. depths=3 instead of a tuple
+        raise ValueError(f"Invalid spec override for {name}: {err}") from None
+    for field in ("depths", "widths"):
+        if not isinstance(getattr(spec, field), tuple):
+            raise ValueError(f"{field}={getattr(spec, field)!r} for {name}: "
+                             "expected a tuple of positive integers")
+    return spec.validate(name)
