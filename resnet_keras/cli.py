@@ -44,12 +44,13 @@ def _cmd_list(args):
 def _cmd_info(args):
     from resnet_keras import models, specs
 
+    specs.get_spec(args.model)
     model = models.build_model(
         args.model, classes=args.classes,
         input_shape=(args.image_size, args.image_size, 3))
     if args.summary:
         model.summary(line_length=110)
-    macs = specs.count_macs(model)
+    macs = models.count_macs(model)
     print(f"model:        {args.model}")
     print(f"description:  {specs.get_spec(args.model).description}")
     print(f"parameters:   {model.count_params():,}")
@@ -155,10 +156,34 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
+def _import_tensorflow_quietly():
+    """Import TensorFlow with its load-time C++ log lines kept off stderr.
+
+    TensorFlow's native libraries log at load time, before any log level
+    applies; errors then stay one line. RESNET_KERAS_VERBOSE=1 keeps them.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if os.environ.get("RESNET_KERAS_VERBOSE") or "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        import tensorflow  # noqa: F401
+        import keras  # noqa: F401
+    except ImportError:
+        pass  # reported with its message when the command needs it
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command != "list":
+        _import_tensorflow_quietly()
     try:
         return int(args.func(args) or 0)
     except ValueError as err:
@@ -168,6 +193,9 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"resnet-keras {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `resnet-keras list | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ the graph, so clients send raw pixels or files.
 import os
 import shutil
 
+import keras
 import tensorflow as tf
 
 from resnet_keras import preprocessing
@@ -69,18 +70,22 @@ def _check_version(export_base, version):
 
 
 def _classifier_layer(model):
-    """The layer producing the model's class scores ("predictions" if present)."""
+    """The model's last layer, which must produce its class scores."""
     if len(model.outputs) != 1 or len(model.outputs[0].shape) != 2:
         shapes = [tuple(t.shape) for t in model.outputs]
         raise ValueError(
             f"can only export a classifier with one [batch, classes] output, "
             f"got outputs {shapes} (build the model with include_top=True)")
-    names = [layer.name for layer in model.layers]
-    layer = model.get_layer("predictions") if "predictions" in names else model.layers[-1]
+    layer = model.layers[-1]
+    if not isinstance(layer, (keras.layers.Dense, keras.layers.Activation)):
+        raise ValueError(
+            f"model {model.name!r} ends in a {type(layer).__name__} layer {layer.name!r}, "
+            "not a classifier; expected a Dense or Activation layer ('predictions') "
+            "(build the model with include_top=True)")
     if layer.output is not model.outputs[0]:
         raise ValueError(
-            f"layer {layer.name!r} is not the model's output layer; "
-            "the classifier layer must be named 'predictions' and be last")
+            f"the last layer {layer.name!r} does not produce the model's output; "
+            "expected a functional classifier ending in its 'predictions' layer")
     return layer
 
 
@@ -97,8 +102,6 @@ def logits_function(model):
     with its own kernel and bias (in the layer's compute dtype); for a softmax
     ``Activation`` layer they are the layer's input.
     """
-    import keras
-
     layer = _classifier_layer(model)
     activation = _activation_name(layer)
     if activation == "linear":
@@ -110,10 +113,6 @@ def logits_function(model):
     features = keras.Model(model.inputs, layer.input, name=f"{model.name}_logits")
     if isinstance(layer, keras.layers.Activation):
         return lambda x: tf.cast(features(x, training=False), tf.float32)
-    if not isinstance(layer, keras.layers.Dense):
-        raise ValueError(
-            f"cannot recover logits from a softmax {type(layer).__name__} layer "
-            f"{layer.name!r}; expected Dense or Activation")
     return lambda x: tf.cast(_dense_linear(layer, features(x, training=False)), tf.float32)
 
 
@@ -128,6 +127,7 @@ def _dense_linear(layer, inputs):
 
 def _check_model(model, image_size, class_names):
     """The class names as a list of strings, checked against the model."""
+    _classifier_layer(model)
     num_classes = model.outputs[0].shape[-1]
     names = [str(name) for name in class_names]
     if len(names) != num_classes:
@@ -155,10 +155,20 @@ def _outputs(logits):
     }
 
 
+def _skip_empty(logits_of, num_classes):
+    """LOGITS_OF that also takes an empty batch (TF convs reject batch 0)."""
+    def run(images):
+        return tf.cond(
+            tf.shape(images)[0] > 0, lambda: logits_of(images),
+            lambda: tf.zeros([0, num_classes], tf.float32))
+
+    return run
+
+
 def serving_functions(model, image_size):
     """(serve_images, serve_bytes): the two serving functions, not yet traced."""
     size = int(image_size)
-    logits_of = logits_function(model)
+    logits_of = _skip_empty(logits_function(model), model.outputs[0].shape[-1])
 
     def serve_images(images):
         return _outputs(logits_of(preprocessing.eval_transform(images, size)))
@@ -190,8 +200,6 @@ def _labels_table(labels_path):
 
 def build_archive(model, image_size, labels_path):
     """A ``keras.export.ExportArchive`` with both serving signatures."""
-    import keras
-
     serve_images, serve_bytes = serving_functions(model, image_size)
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -300,15 +308,16 @@ def _spec_text(spec):
 def describe_signatures(loaded):
     """One line per signature: named inputs and outputs with dtype and shape."""
     lines = []
-    for name in sorted(loaded.signatures):
+    for name in sorted(loaded.signatures, key=lambda n: (n != SERVING_DEFAULT, n)):
         function = loaded.signatures[name]
         inputs = function.structured_input_signature[1]
         outputs = function.structured_outputs
+        keys = [k for k in OUTPUTS if k in outputs] + sorted(set(outputs) - set(OUTPUTS))
         lines.append(
             f"{name}: "
             + ", ".join(f"{key} {_spec_text(spec)}" for key, spec in sorted(inputs.items()))
             + " -> "
-            + ", ".join(f"{key} {_spec_text(spec)}" for key, spec in sorted(outputs.items())))
+            + ", ".join(f"{key} {_spec_text(outputs[key])}" for key in keys))
     return lines
 
 
@@ -345,15 +354,16 @@ def _read_images(paths):
         try:
             tf.io.decode_image(data, channels=3, expand_animations=False)
         except (tf.errors.InvalidArgumentError, ValueError):
-            raise ValueError(f"cannot decode image {path!r}: expected a JPEG or PNG file")
+            raise ValueError(
+                f"cannot decode image {path!r}: expected a JPEG or PNG file") from None
         blobs.append(data)
     return blobs
 
 
 def classify_files(export_dir, paths):
     """(version_dir, class names or None, outputs dict of numpy arrays) for image files."""
-    blobs = _read_images(paths)
     version_dir = resolve_export(export_dir)
+    blobs = _read_images(paths)
     loaded = load_serving(version_dir)
     signature = get_signature(loaded, SERVING_BYTES)
     outputs = signature(image_bytes=tf.constant(blobs, dtype=tf.string))

@@ -80,31 +80,31 @@ def _stem(ops, x, spec):
 
 
 def _body(ops, x, spec):
-    """Run the stem and stages; returns (final features, {level name: tensor})."""
+    """Run the stem and stages; returns (final features, {level name: tensor}).
+
+    ResNet-style levels are named by stage, "P{k}" with 2**k the stage's
+    stride at output stride 32 (P2..P5 after an ImageNet stem); DRN-C/D
+    levels are "level1".."level8".
+    """
     levels = {}
     drn_levels = spec.family in ("drn_c", "drn_d")
-    nominal = spec.stem_stride
-
-    def p_level(stride):
-        return f"P{int(math.log2(stride))}"
-
+    base = int(math.log2(spec.stem_stride))
     x = _stem(ops, x, spec)
     for i, (stride, dilation, first) in enumerate(spec.stage_plan()):
         depth, kind = spec.depths[i], spec.kinds[i]
         name = f"level{i + 1}" if drn_levels else f"conv{i + 2}"
-        entry_stride = nominal
-        nominal *= spec.strides[i]
+        key = name if drn_levels else f"P{base + i}"
         if kind == "conv":
             x = conv_stage(ops, x, spec.widths[i], depth, stride, dilation, name)
         else:
-            def on_level(t, s=entry_stride):
-                levels[p_level(s)] = t
             x = residual_stage(ops, x, i, depth, stride, dilation, first, name,
-                               on_level=on_level)
-        levels[name if drn_levels else p_level(nominal)] = x
+                               on_level=lambda t, k=key: levels.__setitem__(k, t))
+        # A v2 stage that strides in its last block has reported the level
+        # at its own resolution already.
+        levels.setdefault(key, x)
     if spec.preact:
         x = ops.norm_relu(x, "post")
-        levels[p_level(nominal)] = x
+        levels[key] = x
     return x, levels
 
 
@@ -165,9 +165,11 @@ def build_backbone(model_name, /, *, input_tensor=None, input_shape=None, name=N
                    output_stride=None, weights=None, **overrides):
     """A model whose outputs are a dict of named feature levels.
 
-    ResNets (and DRN-A) give "P2".."P5" (the last feature map at nominal
-    stride 2**k; CIFAR ResNets "P0".."P2"); DRN-C/D give "level1".."level8".
-    With a smaller ``output_stride`` the names keep their nominal stride.
+    ResNets (and DRN-A) give "P2".."P5", one per stage, Pk being the stage's
+    last feature map at stride 2**k when the output stride is 32 (CIFAR
+    ResNets: "P0".."P2"); pre-activation (v2) stages report the input of their
+    strided last block, and P5 is normalised. DRN-C/D give "level1".."level8".
+    Dilated models (DRN-A, a smaller ``output_stride``) keep the names.
     ``weights`` loads classification weights into the backbone's layers.
     """
     spec = specs_lib.resolve_spec(model_name, output_stride=output_stride, **overrides)

@@ -46,6 +46,7 @@ def eval_transform(images, image_size):
     cropped to ``image_size``. Returns normalised float32 images.
     """
     size = int(image_size)
+    images = tf.convert_to_tensor(images)
     shape = tf.shape(images)
     height, width = shape[-3], shape[-2]
     if is_small(size):

@@ -1,0 +1,447 @@
+"""Image classification datasets (TFDS or image folders) and tf.data pipelines.
+
+:func:`load_dataset` returns decoded ``(uint8 image [H, W, 3], int64 label)``
+splits; :func:`train_pipeline` and :func:`eval_pipeline` turn a split into
+batches of normalised float32 images; :func:`distribute` hands per-replica
+batches to a ``tf.distribute`` strategy.
+
+Images that cannot be decoded are skipped, never fatal; each pass counts
+them in :attr:`Dataset.skipped_images`.
+
+With a seed, the training stream is a pure function of (seed, position):
+the order of epoch ``e`` comes from a shuffle seeded with (seed, e), and the
+augmentation of the element at stream position ``p`` from stateless random
+ops seeded with (seed, p). Identical seeds give identical batches on any
+number of threads, replicas or workers, and a resumed run sees the stream
+from where it stopped.
+"""
+import dataclasses
+import difflib
+import logging
+import os
+import random
+from typing import List, Optional
+
+import tensorflow as tf
+
+from resnet_keras import preprocessing
+
+log = logging.getLogger("resnet_keras")
+
+AUTOTUNE = tf.data.AUTOTUNE
+FOLDER_PREFIX = "folder:"
+EVAL_SPLITS = ("test", "validation", "val")
+PAD = 4
+CROP_SCALE = (0.08, 1.0)
+CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
+SHUFFLE_BUFFER_BYTES = 256 * 2**20
+NATIVE_SIZE_PROBES = 8
+
+
+@dataclasses.dataclass
+class DatasetSpec:
+    """A parsed ``--dataset`` value: a TFDS name or an image folder."""
+
+    kind: str  # "tfds" or "folder"
+    name: str  # TFDS name (with config) or the folder path
+
+    def __str__(self):
+        return self.name if self.kind == "tfds" else FOLDER_PREFIX + self.name
+
+
+@dataclasses.dataclass
+class Dataset:
+    """Decoded splits of an image classification dataset."""
+
+    spec: str
+    class_names: List[str]
+    train: tf.data.Dataset
+    eval: tf.data.Dataset
+    num_train: int
+    num_eval: int
+    eval_split: str
+    native_size: Optional[int]
+    skip_counter: tf.Variable = dataclasses.field(repr=False)
+
+    @property
+    def num_classes(self):
+        return len(self.class_names)
+
+    @property
+    def skipped_images(self):
+        """Undecodable images skipped so far (every pass over a split counts)."""
+        return int(self.skip_counter.numpy())
+
+    def default_image_size(self):
+        """The native size for small (CIFAR-like) images, else 224."""
+        if self.native_size and preprocessing.is_small(self.native_size):
+            return self.native_size
+        return 224
+
+
+# --------------------------------------------------------------------------
+# Loading
+
+
+def parse_dataset_spec(spec):
+    """``"cifar10"`` or ``"folder:PATH"`` -> :class:`DatasetSpec`.
+
+    Folders are checked here (they exist and hold split folders); TFDS names
+    are checked when loaded.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(
+            f"dataset must be a TFDS name (e.g. cifar10) or folder:PATH, got {spec!r}")
+    spec = spec.strip()
+    if not spec.startswith(FOLDER_PREFIX):
+        return DatasetSpec("tfds", spec)
+    root = os.path.abspath(os.path.expanduser(spec[len(FOLDER_PREFIX):]))
+    if not os.path.isdir(root):
+        raise ValueError(f"dataset folder {root!r} does not exist (from {spec!r})")
+    splits = _subfolders(root)
+    if "train" not in splits:
+        raise ValueError(
+            f"dataset folder {root!r} has no train/ split folder "
+            f"(found: {', '.join(splits) or 'none'}; expected train and test or val)")
+    if not _subfolders(os.path.join(root, "train")):
+        raise ValueError(
+            f"dataset folder {os.path.join(root, 'train')!r} has no class folders "
+            "(expected train/<class>/*.jpg)")
+    return DatasetSpec("folder", root)
+
+
+def load_dataset(spec, data_dir=None, eval_split=None):
+    """Load a dataset by spec (see :func:`parse_dataset_spec`).
+
+    ``eval_split``: the split to evaluate on; default ``test``, else
+    ``validation`` or ``val``. Raises ValueError with one line naming the bad
+    value and the choices for an unknown dataset, a bad folder, a missing
+    split or a dataset that is not image classification.
+    """
+    parsed = parse_dataset_spec(spec) if not isinstance(spec, DatasetSpec) else spec
+    if parsed.kind == "folder":
+        builder = tfds().folder_dataset.ImageFolder(parsed.name)
+    else:
+        builder = _tfds_builder(parsed.name, data_dir)
+    image_key, label_key = _classification_keys(builder, str(parsed))
+    splits = list(builder.info.splits.keys())
+    if "train" not in splits:
+        raise ValueError(f"dataset {str(parsed)!r} has no train split (splits: {', '.join(splits)})")
+    eval_split = _pick_eval_split(str(parsed), splits, eval_split)
+    class_names = list(builder.info.features[label_key].names)
+    counter = _make_counter()
+    train, eval_ = (
+        _decoded_split(builder, split, image_key, label_key, counter)
+        for split in ("train", eval_split))
+    native = _native_size(builder.info.features[image_key].shape, train)
+    return Dataset(
+        spec=str(parsed), class_names=class_names, train=train, eval=eval_,
+        num_train=builder.info.splits["train"].num_examples,
+        num_eval=builder.info.splits[eval_split].num_examples,
+        eval_split=eval_split, native_size=native, skip_counter=counter)
+
+
+def tfds():
+    """tensorflow_datasets, imported on first use (it is slow to import)."""
+    import tensorflow_datasets
+
+    return tensorflow_datasets
+
+
+def _subfolders(path):
+    return sorted(
+        name for name in os.listdir(path)
+        if os.path.isdir(os.path.join(path, name)) and not name.startswith("."))
+
+
+def _tfds_builder(name, data_dir):
+    data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or None
+    lib = tfds()
+    try:
+        builder = lib.builder(name, data_dir=data_dir)
+    except (lib.core.registered.DatasetNotFoundError, ValueError) as err:
+        if "config" in str(err).lower() and "/" in name:
+            raise ValueError(f"unknown config in TFDS dataset {name!r}: {_first_line(err)}") from None
+        raise ValueError(
+            f"unknown dataset {name!r}; expected folder:PATH or a TFDS image "
+            f"classification dataset{_suggest(name)}") from None
+    if not _is_prepared(builder):
+        try:
+            builder.download_and_prepare()
+        except Exception as err:  # offline, disk full, manual download needed, ...
+            raise ValueError(
+                f"TFDS dataset {name!r} is not prepared in {builder.data_dir!r} and could "
+                f"not be downloaded ({_first_line(err)}); pass --data-dir with a prepared "
+                "copy or use folder:PATH") from None
+    return builder
+
+
+def _is_prepared(builder):
+    check = getattr(builder, "is_prepared", None)
+    if check is not None:
+        return check()
+    return tf.io.gfile.exists(os.path.join(builder.data_dir, "dataset_info.json"))
+
+
+def _suggest(name):
+    try:
+        known = tfds().list_builders(with_community_datasets=False)
+    except Exception:  # listing is best effort
+        return " (e.g. cifar10, imagenette/160px)"
+    close = difflib.get_close_matches(name.split("/")[0], known, n=3)
+    return f" (did you mean: {', '.join(close)}?)" if close else " (e.g. cifar10, imagenette/160px)"
+
+
+def _first_line(err):
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _classification_keys(builder, spec):
+    lib = tfds()
+    keys = builder.info.supervised_keys
+    features = builder.info.features
+    ok = (isinstance(keys, (tuple, list)) and len(keys) == 2
+          and all(isinstance(k, str) and k in features for k in keys)
+          and isinstance(features[keys[0]], lib.features.Image)
+          and isinstance(features[keys[1]], lib.features.ClassLabel))
+    if not ok:
+        raise ValueError(
+            f"dataset {spec!r} is not an image classification dataset "
+            f"(supervised keys {keys!r}; expected an Image and a ClassLabel)")
+    return keys
+
+
+def _pick_eval_split(spec, splits, wanted):
+    if wanted is not None:
+        if wanted not in splits:
+            raise ValueError(
+                f"dataset {spec!r} has no split {wanted!r} (splits: {', '.join(splits)})")
+        return wanted
+    for name in EVAL_SPLITS:
+        if name in splits:
+            return name
+    raise ValueError(
+        f"dataset {spec!r} has no evaluation split (splits: {', '.join(splits)}; "
+        f"expected one of {', '.join(EVAL_SPLITS)})")
+
+
+def _make_counter():
+    with tf.device("/cpu:0"):
+        return tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_images")
+
+
+def _native_size(shape, train):
+    """Square side of the dataset's images, or None when it varies."""
+    height, width = shape[0], shape[1]
+    if height is not None:
+        return int(height) if height == width else None
+    sizes = {tuple(image.shape[:2]) for image, _ in train.take(NATIVE_SIZE_PROBES)}
+    if len(sizes) == 1:
+        (height, width), = sizes
+        return int(height) if height == width else None
+    return None
+
+
+# --------------------------------------------------------------------------
+# Decoding, with undecodable images skipped and counted
+
+
+def decode_image(encoded):
+    """Encoded JPEG / PNG / GIF / BMP bytes -> uint8 [H, W, 3] (gray and RGBA too)."""
+    image = tf.io.decode_image(encoded, channels=3, dtype=tf.uint8, expand_animations=False)
+    image = tf.ensure_shape(image, [None, None, 3])
+    # Check the pixels are really there: truncated files fail here, not later.
+    return tf.identity(image)
+
+
+def _decoded_split(builder, split, image_key, label_key, counter):
+    """The split as (uint8 image, int64 label), undecodable images counted and dropped."""
+    skip = tfds().decode.SkipDecoding()
+    raw = builder.as_dataset(split=split, shuffle_files=False, decoders={image_key: skip})
+    raw = raw.map(lambda ex: (ex[image_key], tf.cast(ex[label_key], tf.int64)))
+    return skip_undecodable(raw, counter)
+
+
+def skip_undecodable(encoded, counter):
+    """(encoded bytes, label) -> (uint8 image, label), skipping images that fail to decode.
+
+    Failures are dropped with ``ignore_errors``; the gaps they leave in the
+    element indices are added to ``counter`` (a sentinel closes the last gap).
+    """
+    indexed = encoded.enumerate().map(
+        lambda i, ex: (i, decode_image(ex[0]), ex[1]),
+        num_parallel_calls=AUTOTUNE, deterministic=True).ignore_errors()
+    sentinel = tf.data.Dataset.from_tensors(
+        (tf.constant(-1, tf.int64), tf.zeros([1, 1, 3], tf.uint8), tf.constant(-1, tf.int64)))
+    end = encoded.cardinality()
+
+    def count_gap(expected, element):
+        index, image, label = element
+        position = tf.where(index < 0, tf.maximum(end, expected), index)
+        gap = position - expected
+        update = tf.cond(gap > 0, lambda: counter.assign_add(gap), lambda: counter.read_value())
+        with tf.control_dependencies([update]):
+            return position + 1, (tf.identity(index), image, label)
+
+    def real(index, image, label):
+        return index >= 0
+
+    def drop_index(index, image, label):
+        return image, label
+
+    counted = indexed.concatenate(sentinel).scan(tf.constant(0, tf.int64), count_gap)
+    return counted.filter(real).map(drop_index)
+
+
+# --------------------------------------------------------------------------
+# Augmentation
+
+
+def augment_small(image, size, seed):
+    """CIFAR recipe: resize if needed, pad 4, random crop, horizontal flip."""
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    shape = tf.shape(image)
+    image = tf.cond(
+        tf.logical_and(tf.equal(shape[0], size), tf.equal(shape[1], size)),
+        lambda: tf.cast(image, tf.float32),
+        lambda: tf.image.resize(tf.cast(image, tf.float32), (size, size), antialias=True))
+    image = tf.pad(image, [[PAD, PAD], [PAD, PAD], [0, 0]])
+    offsets = tf.random.stateless_uniform([2], crop_seed, 0, 2 * PAD + 1, dtype=tf.int32)
+    image = tf.slice(image, [offsets[0], offsets[1], 0], [size, size, 3])
+    return _random_flip(image, flip_seed)
+
+
+def augment_large(image, size, seed):
+    """ImageNet recipe: random resized crop (scale 0.08-1, ratio 3/4-4/3), flip."""
+    box_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.shape(image), bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+        seed=box_seed, min_object_covered=0.0, aspect_ratio_range=CROP_RATIO,
+        area_range=CROP_SCALE, max_attempts=10, use_image_if_no_bounding_boxes=True)
+    image = tf.slice(image, begin, crop_size)
+    image = tf.image.resize(tf.cast(image, tf.float32), (size, size), antialias=True)
+    return _random_flip(tf.clip_by_value(image, 0.0, 255.0), flip_seed)
+
+
+def _random_flip(image, seed):
+    flip = tf.random.stateless_uniform([], seed, 0, 2, dtype=tf.int32)
+    return tf.cond(flip > 0, lambda: tf.image.flip_left_right(image), lambda: image)
+
+
+def augment(image, image_size, seed):
+    """Training augmentation of one uint8 image -> normalised float32 [S, S, 3]."""
+    size = int(image_size)
+    fn = augment_small if preprocessing.is_small(size) else augment_large
+    out = tf.ensure_shape(fn(image, size, seed), [size, size, 3])
+    return preprocessing.normalize(out)
+
+
+# --------------------------------------------------------------------------
+# Pipelines
+
+
+def shuffle_buffer_size(num_examples, native_size):
+    """Shuffle buffer: the whole split for small images, else ~256 MiB of them."""
+    side = native_size or 400
+    fits = max(1024, SHUFFLE_BUFFER_BYTES // (side * side * 3))
+    return int(min(num_examples, fits)) if num_examples else fits
+
+
+def _epoch_seed(seed, epoch):
+    return tf.cast(seed, tf.int64) * 1_000_003 + tf.cast(epoch, tf.int64)
+
+
+def train_pipeline(ds, image_size, batch_size, seed=None, cache=False, *,
+                   num_examples=None, start_step=0, shuffle_buffer=None,
+                   input_context=None):
+    """Endless, shuffled, augmented batches of (float32 images, int64 labels).
+
+    ``batch_size`` is the global batch. With an ``input_context`` (from
+    :func:`distribute`) this pipeline yields only its replicas' slices of each
+    global batch, each of ``batch_size / replicas`` images, so the union over
+    all pipelines is exactly the single-pipeline stream. ``start_step`` skips
+    that many global batches (to resume); it needs ``num_examples``.
+    """
+    deterministic = seed is not None
+    seed = random.SystemRandom().randrange(2**31) if seed is None else int(seed)
+    num_examples = _num_examples(ds, num_examples, start_step)
+    consumed = int(start_step) * int(batch_size)
+    first_epoch, offset = divmod(consumed, num_examples) if num_examples else (0, 0)
+    buffer = shuffle_buffer or shuffle_buffer_size(
+        num_examples, image_size if preprocessing.is_small(image_size) else None)
+    base = ds.cache() if cache else ds
+
+    def one_epoch(epoch):
+        shuffled = base.shuffle(buffer, seed=_epoch_seed(seed, epoch),
+                                reshuffle_each_iteration=False)
+        skip = tf.where(tf.equal(epoch, first_epoch), tf.constant(offset, tf.int64), 0)
+        return shuffled.skip(skip)
+
+    stream = tf.data.Dataset.range(first_epoch, 2**62).flat_map(one_epoch)
+    stream = stream.enumerate(start=consumed)
+    per_replica, stream = _slice_for_pipeline(stream, batch_size, input_context)
+    stream = stream.map(
+        lambda position, example: (
+            augment(example[0], image_size, tf.stack([tf.constant(seed, tf.int64), position])),
+            example[1]),
+        num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    return stream.batch(per_replica, drop_remainder=True).prefetch(AUTOTUNE)
+
+
+def _num_examples(ds, num_examples, start_step):
+    if num_examples:
+        return int(num_examples)
+    cardinality = int(ds.cardinality())
+    if cardinality > 0:
+        return cardinality
+    if start_step:
+        raise ValueError("train_pipeline needs num_examples to resume at start_step > 0")
+    return 0
+
+
+def _slice_for_pipeline(stream, batch_size, input_context):
+    """Keep this input pipeline's contiguous share of every global batch."""
+    if input_context is None or input_context.num_input_pipelines == 1:
+        per_replica = (input_context.get_per_replica_batch_size(batch_size)
+                       if input_context else batch_size)
+        return per_replica, stream
+    per_replica = input_context.get_per_replica_batch_size(batch_size)
+    share = batch_size // input_context.num_input_pipelines
+    pipeline = input_context.input_pipeline_id
+    mine = stream.filter(lambda position, _: (position % batch_size) // share == pipeline)
+    return per_replica, mine
+
+
+def eval_pipeline(ds, image_size, batch_size, cache=False, *, input_context=None):
+    """Batches of (float32 images, labels) for evaluation: resize/centre crop, no shuffle.
+
+    With an ``input_context`` the split is sharded across input pipelines and
+    ``batch_size`` (global) is split across replicas; the last batch may be short.
+    """
+    if input_context is not None:
+        if input_context.num_input_pipelines > 1:
+            ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+        batch_size = input_context.get_per_replica_batch_size(batch_size)
+    if cache:
+        ds = ds.cache()
+    ds = ds.map(lambda image, label: (preprocessing.eval_transform(image, image_size), label),
+                num_parallel_calls=AUTOTUNE)
+    return ds.batch(batch_size).prefetch(AUTOTUNE)
+
+
+def check_batch_size(batch_size, num_replicas):
+    """ValueError unless the global batch splits evenly across the replicas."""
+    if int(batch_size) % int(num_replicas):
+        raise ValueError(
+            f"batch size {batch_size} is not divisible by the {num_replicas} replicas; "
+            f"use a multiple of {num_replicas}")
+
+
+def distribute(strategy, make_dataset, batch_size):
+    """``make_dataset(input_context)`` -> per-replica batches on ``strategy``.
+
+    ``batch_size`` is global; it must be divisible by the number of replicas.
+    """
+    check_batch_size(batch_size, strategy.num_replicas_in_sync)
+    return strategy.distribute_datasets_from_function(make_dataset)

@@ -1,0 +1,829 @@
+"""Train and evaluate image classifiers on one device, many GPUs or many machines.
+
+One custom training loop (``strategy.run`` + gradient all-reduce inside a
+``tf.function``) serves every ``tf.distribute`` strategy, so one-device,
+mirrored and multi-worker runs behave the same: metrics, checkpoints,
+TensorBoard logs and resumption. (Keras 3's ``model.fit`` does not run under
+``MultiWorkerMirroredStrategy``.)
+
+Batch normalisation: each replica normalises with its own batch statistics,
+as in ``model.fit``. The moving averages are averaged across replicas before
+every evaluation, checkpoint and save; since the moving-average update is
+linear, this equals averaging them after every step. A run on R replicas
+(any mix of workers and devices) with global batch B therefore reproduces
+any other run on R replicas with batch B and the same seed.
+
+Fault tolerance: ``MODEL_DIR/backup`` holds a ``tf.train.Checkpoint`` of the
+model, the optimizer and the step, written every ``checkpoint_every`` steps
+and at each epoch end. Rerunning the same command resumes from it; the input
+stream continues where it stopped (see :mod:`resnet_keras.data`).
+"""
+import dataclasses
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from typing import Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from resnet_keras import data as data_lib
+from resnet_keras import preprocessing, rundir
+
+# Keys of run_config.json that identify a run: a model dir holding a run
+# that differs in one of them is refused rather than overwritten.
+IDENTITY_KEYS = ("model", "model_kwargs", "dataset", "num_classes")
+LARGE_DATASET = 100_000
+DEFAULT_WARMUP_FRACTION = 0.03
+DEFAULT_CHECKPOINT_EVERY = 500
+SAMPLE_IMAGES = 8
+
+
+@dataclasses.dataclass
+class Recipe:
+    """Optimiser, schedule and regularisation of a run."""
+
+    optimizer: str
+    learning_rate: float
+    weight_decay: float
+    schedule: str
+    warmup_steps: int
+    label_smoothing: float
+    mixed_precision: bool
+    jit_compile: bool
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What :func:`train` returns."""
+
+    model: object
+    model_dir: str
+    top1: Optional[float]
+    top5: Optional[float]
+    best_top1: Optional[float]
+    epochs: int
+    steps: int
+    initial_step: int
+    wall_time: float
+    images_per_second: float
+    export_path: Optional[str]
+    config: dict
+    history: list
+
+
+class TrainingDiverged(ValueError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+# --------------------------------------------------------------------------
+# Strategies
+
+
+def make_strategy(kind="auto", num_cpu_replicas=None):
+    """A tf.distribute strategy: auto, one-device, mirrored or multi-worker.
+
+    ``auto`` is mirrored with more than one GPU (or with ``num_cpu_replicas``
+    > 1 and no GPU), else one-device. ``mirrored`` without GPUs splits the
+    CPU into ``num_cpu_replicas`` logical devices. ``multi-worker`` reads the
+    cluster from ``TF_CONFIG``. Create it before TensorFlow runs any op.
+    """
+    choices = ("auto", "mirrored", "multi-worker", "one-device")
+    if kind not in choices:
+        raise ValueError(f"unknown strategy {kind!r}; choices: {', '.join(choices)}")
+    if kind == "multi-worker":
+        return _multi_worker_strategy()
+    gpus = tf.config.list_physical_devices("GPU")
+    if kind == "auto":
+        many = len(gpus) > 1 or (not gpus and (num_cpu_replicas or 1) > 1)
+        kind = "mirrored" if many else "one-device"
+    if kind == "one-device":
+        return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
+    if gpus:
+        if num_cpu_replicas:
+            print(f"note: --num-cpu-replicas ignored, using the {len(gpus)} GPU(s)",
+                  file=sys.stderr)
+        return tf.distribute.MirroredStrategy()
+    devices = _cpu_devices(num_cpu_replicas or 1)
+    return tf.distribute.MirroredStrategy(
+        devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
+
+
+def _cpu_devices(count):
+    """Names of ``count`` logical CPU devices, configuring them if TF is not started."""
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    current = tf.config.get_logical_device_configuration(cpu) or [None]
+    if len(current) != count:
+        try:
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration()] * count)
+        except RuntimeError:
+            have = len(tf.config.list_logical_devices("CPU"))
+            if have != count and count > 1:
+                raise ValueError(
+                    f"--num-cpu-replicas {count}: TensorFlow already runs with {have} CPU "
+                    "device(s) in this process; start a fresh process") from None
+            count = min(count, have)
+    return [f"/cpu:{i}" for i in range(count)]
+
+
+def parse_tf_config(raw):
+    """The TF_CONFIG JSON -> (cluster dict, task type, task index); ValueError if invalid."""
+    if not raw:
+        raise ValueError(
+            "--strategy multi-worker needs TF_CONFIG, e.g. "
+            '{"cluster": {"worker": ["host1:port", "host2:port"]}, '
+            '"task": {"type": "worker", "index": 0}}; it is not set')
+    try:
+        config = json.loads(raw)
+        cluster, task = config["cluster"], config["task"]
+        task_type, index = task["type"], int(task["index"])
+        members = cluster[task_type]
+        assert isinstance(members, list) and all(isinstance(m, str) for m in members)
+    except (ValueError, KeyError, TypeError, AssertionError):
+        raise ValueError(
+            f"TF_CONFIG is not valid: {raw!r}; expected JSON with cluster.<type> "
+            "(a list of host:port) and task.type / task.index") from None
+    if task_type not in ("chief", "worker") or not 0 <= index < len(members):
+        raise ValueError(
+            f"TF_CONFIG task {task!r} is not in the cluster "
+            f"({', '.join(f'{k}: {len(v)}' for k, v in cluster.items())})")
+    return cluster, task_type, index
+
+
+def _multi_worker_strategy():
+    parse_tf_config(os.environ.get("TF_CONFIG"))
+    try:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    except RuntimeError as err:
+        raise ValueError(
+            "--strategy multi-worker must start before TensorFlow runs any op "
+            f"({data_lib._first_line(err)}); run it in a fresh process") from None
+
+
+def is_chief(strategy):
+    """True on the worker that writes files (always true off multi-worker)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return True
+    task_type, task_id = resolver.task_type, resolver.task_id
+    if task_type == "chief" or task_type is None:
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return task_type == "worker" and task_id == 0 and not has_chief
+
+
+# --------------------------------------------------------------------------
+# Recipe: optimiser and learning-rate schedule
+
+
+def default_recipe(*, optimizer="sgd", learning_rate=None, weight_decay=None,
+                   schedule="cosine", warmup_epochs=None, label_smoothing=0.0,
+                   mixed_precision=False, jit_compile=False, batch_size,
+                   num_train, steps_per_epoch, total_steps):
+    """Fill in the defaults: lr 0.1 * B / 256 (SGD) or 1e-3 * B / 256 (AdamW),
+    weight decay by dataset size, warm-up over 3 % of the steps."""
+    if optimizer not in ("sgd", "adamw"):
+        raise ValueError(f"unknown optimizer {optimizer!r}; choices: sgd, adamw")
+    if schedule not in ("cosine", "step"):
+        raise ValueError(f"unknown schedule {schedule!r}; choices: cosine, step")
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label smoothing {label_smoothing} must be in [0, 1)")
+    if weight_decay is not None and weight_decay < 0:
+        raise ValueError(f"weight decay {weight_decay} must be >= 0")
+    if warmup_epochs is not None and warmup_epochs < 0:
+        raise ValueError(f"warm-up epochs {warmup_epochs} must be >= 0")
+    if learning_rate is None:
+        learning_rate = (0.1 if optimizer == "sgd" else 1e-3) * batch_size / 256
+    if weight_decay is None:
+        weight_decay = (0.05 if optimizer == "adamw"
+                        else 1e-4 if num_train >= LARGE_DATASET else 5e-4)
+    if warmup_epochs is None:
+        warmup = int(round(DEFAULT_WARMUP_FRACTION * total_steps))
+    else:
+        warmup = int(round(warmup_epochs * steps_per_epoch))
+    return Recipe(optimizer=optimizer, learning_rate=float(learning_rate),
+                  weight_decay=float(weight_decay), schedule=schedule,
+                  warmup_steps=min(warmup, total_steps), label_smoothing=float(label_smoothing),
+                  mixed_precision=bool(mixed_precision), jit_compile=bool(jit_compile))
+
+
+@keras.saving.register_keras_serializable(package="resnet_keras")
+class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up to ``base``, then cosine decay to 0 or step decay (/10 at
+    1/3 and 2/3 of the steps after warm-up)."""
+
+    def __init__(self, base, total, warmup, kind="cosine"):
+        self.base, self.total, self.warmup, self.kind = base, total, warmup, kind
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        warm = self.base * (step + 1.0) / max(self.warmup, 1)
+        progress = tf.clip_by_value(
+            (step - self.warmup) / max(self.total - self.warmup, 1), 0.0, 1.0)
+        if self.kind == "cosine":
+            decayed = 0.5 * self.base * (1.0 + tf.cos(math.pi * progress))
+        else:
+            decayed = self.base * tf.pow(0.1, tf.floor(progress * 3.0))
+            decayed = tf.where(progress >= 1.0, self.base * 0.01, decayed)
+        return tf.where(step < self.warmup, warm, decayed)
+
+    def get_config(self):
+        return {"base": self.base, "total": self.total, "warmup": self.warmup,
+                "kind": self.kind}
+
+
+def learning_rate_schedule(recipe, total_steps):
+    """The recipe's :class:`WarmupDecay` schedule over ``total_steps``."""
+    return WarmupDecay(recipe.learning_rate, total_steps, recipe.warmup_steps, recipe.schedule)
+
+
+def make_optimizer(recipe, schedule, model):
+    """SGD (momentum 0.9; L2 decay added to the gradients) or AdamW (decoupled).
+
+    Biases and normalisation parameters (rank <= 1) get no weight decay.
+    """
+    if recipe.optimizer == "adamw":
+        optimizer = keras.optimizers.AdamW(learning_rate=schedule,
+                                           weight_decay=recipe.weight_decay)
+        optimizer.exclude_from_weight_decay(var_list=_no_decay(model))
+    else:
+        optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=0.9)
+    if recipe.mixed_precision and tf.config.list_physical_devices("GPU"):
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    optimizer.build(model.trainable_variables)
+    return optimizer
+
+
+def _no_decay(model):
+    return [v for v in model.trainable_variables if len(v.shape) <= 1]
+
+
+def precision_policy(mixed_precision):
+    """mixed_float16 on GPU, mixed_bfloat16 on CPU, float32 when off."""
+    if not mixed_precision:
+        return "float32"
+    return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+
+
+def build_classifier(model_name, model_kwargs, policy):
+    """build_model under a dtype policy (restored afterwards); float32 outputs."""
+    from resnet_keras import build_model
+
+    kwargs = dict(model_kwargs)
+    kwargs["input_shape"] = tuple(kwargs["input_shape"])
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        model = build_model(model_name, **kwargs)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    if model.output.dtype != "float32":
+        raise ValueError(f"model {model_name!r} gives {model.output.dtype} outputs under "
+                         f"{policy}; its 'predictions' layer must compute in float32")
+    return model
+
+
+# --------------------------------------------------------------------------
+# The distributed step functions
+
+
+class _Loop:
+    """Train, evaluate and checkpoint one model on one strategy."""
+
+    def __init__(self, strategy, model, optimizer, recipe, global_batch, num_classes):
+        self.strategy, self.model, self.optimizer = strategy, model, optimizer
+        self.recipe, self.global_batch, self.num_classes = recipe, global_batch, num_classes
+        self.loss_fn = keras.losses.CategoricalCrossentropy(
+            label_smoothing=recipe.label_smoothing, reduction=None)
+        decay = recipe.weight_decay if recipe.optimizer == "sgd" else 0.0
+        no_decay = {id(v) for v in _no_decay(model)}
+        self.l2 = [decay / strategy.num_replicas_in_sync
+                   if decay and id(v) not in no_decay else 0.0
+                   for v in model.trainable_variables]
+        self.averaged = [v for v in model.non_trainable_variables
+                         if v.dtype in ("float32", "float16", "bfloat16", "float64")]
+        grads = tf.function(self._gradients, jit_compile=True) if recipe.jit_compile \
+            else self._gradients
+        self._grads_fn = grads
+        self.train_step = tf.function(self._train_step)
+        self.eval_step = tf.function(self._eval_step)
+        self.sync = tf.function(self._sync)
+
+    def _loss(self, labels, probabilities):
+        onehot = tf.one_hot(labels, self.num_classes)
+        return self.loss_fn(onehot, tf.cast(probabilities, tf.float32))
+
+    def _gradients(self, images, labels):
+        variables = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            probabilities = self.model(images, training=True)
+            per_example = self._loss(labels, probabilities)
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch)
+            if self.model.losses:
+                loss += tf.nn.scale_regularization_loss(tf.add_n(self.model.losses))
+            scaled = self.optimizer.scale_loss(loss)
+        grads = tape.gradient(scaled, variables)
+        return grads, per_example, probabilities
+
+    def _replica_train(self, images, labels):
+        grads, per_example, probabilities = self._grads_fn(images, labels)
+        variables = self.model.trainable_variables
+        grads = [g + c * tf.cast(v.value, g.dtype) if c else g
+                 for g, v, c in zip(grads, variables, self.l2)]
+        self.optimizer.apply_gradients(zip(grads, variables))
+        loss, hits, _, count = _sums(per_example, probabilities, labels, 1)
+        return loss, hits, count
+
+    def _train_step(self, batch):
+        results = self.strategy.run(self._replica_train, args=batch)
+        return [self.strategy.reduce("SUM", r, axis=None) for r in results]
+
+    def _replica_eval(self, images, labels):
+        probabilities = self.model(images, training=False)
+        return _sums(self._loss(labels, probabilities), probabilities, labels,
+                     min(5, self.num_classes))
+
+    def _eval_step(self, batch):
+        results = self.strategy.run(self._replica_eval, args=batch)
+        return [self.strategy.reduce("SUM", r, axis=None) for r in results]
+
+    def _sync(self):
+        def average():
+            context = tf.distribute.get_replica_context()
+            for variable in self.averaged:
+                value = variable.value
+                value.assign(context.all_reduce("MEAN", tf.identity(value)))
+
+        self.strategy.run(average)
+
+    def sync_replicas(self):
+        """Average per-replica state (BN moving statistics) across replicas."""
+        if self.averaged and self.strategy.num_replicas_in_sync > 1:
+            self.sync()
+
+    def evaluate(self, dist_dataset):
+        """{"loss", "accuracy", "top5"} on a distributed evaluation dataset."""
+        self.sync_replicas()
+        totals = np.zeros(4)
+        for batch in dist_dataset:
+            totals += np.array([float(t) for t in self.eval_step(batch)])
+        count = max(totals[3], 1.0)
+        return {"loss": totals[0] / count, "accuracy": totals[1] / count,
+                "top5": totals[2] / count, "count": int(totals[3])}
+
+    def weights_finite(self):
+        return all(bool(tf.reduce_all(tf.math.is_finite(v.value)))
+                   for v in self.model.weights if v.dtype.startswith(("float", "bfloat")))
+
+
+def _sums(per_example_loss, probabilities, labels, k):
+    """Per-replica sums: loss, top-1 hits, top-k hits, count."""
+    probabilities = tf.cast(probabilities, tf.float32)
+    labels = tf.cast(labels, tf.int64)
+    hits = tf.cast(tf.equal(tf.argmax(probabilities, axis=-1), labels), tf.float32)
+    topk = tf.cast(tf.math.in_top_k(labels, probabilities, k), tf.float32)
+    count = tf.cast(tf.size(labels), tf.float32)
+    return (tf.reduce_sum(per_example_loss), tf.reduce_sum(hits), tf.reduce_sum(topk), count)
+
+
+# --------------------------------------------------------------------------
+# Run directory: config, checkpoints, saved models, TensorBoard
+
+
+def check_model_dir(model_dir, config):
+    """ValueError if MODEL_DIR holds a different run; the stored config otherwise."""
+    if not os.path.isfile(rundir.path(model_dir, rundir.CONFIG_FILE)):
+        return None
+    stored = rundir.read_run_config(model_dir)
+    for key in IDENTITY_KEYS:
+        if _plain(stored.get(key)) != _plain(config[key]):
+            raise ValueError(
+                f"model dir {model_dir!r} holds a different run ({key} "
+                f"{stored.get(key)!r}, not {config[key]!r}); use a new --model-dir "
+                "or the same model and dataset to resume")
+    return stored
+
+
+def _plain(value):
+    return json.loads(json.dumps(value))
+
+
+def _save_model(model, model_dir, name):
+    """Save a .keras file atomically (write to a temporary name, then rename)."""
+    target = rundir.path(model_dir, name)
+    tmp = rundir.path(model_dir, f".tmp-{os.getpid()}-{name}")
+    model.save(tmp)
+    os.replace(tmp, target)
+    return target
+
+
+class _Checkpoints:
+    """tf.train.Checkpoint of model, optimizer and progress in MODEL_DIR/backup.
+
+    In multi-worker runs every worker saves (non-chief workers into a
+    temporary folder that is then removed) and all restore from the chief's.
+    """
+
+    def __init__(self, model_dir, model, optimizer, chief):
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.best = tf.Variable(-1.0, dtype=tf.float64, trainable=False)
+        self.checkpoint = tf.train.Checkpoint(
+            model=model, optimizer=optimizer, step=self.step, best=self.best)
+        self.directory = rundir.path(model_dir, rundir.BACKUP_DIR)
+        self.chief = chief
+        self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory, max_to_keep=2)
+
+    def restore(self):
+        """Restore the latest checkpoint if any; return the step it was taken at."""
+        latest = self.manager.latest_checkpoint
+        if latest:
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
+        return int(self.step.numpy())
+
+    def save(self, step, best):
+        self.step.assign(step)
+        self.best.assign(-1.0 if best is None else best)
+        if self.chief:
+            return self.manager.save(checkpoint_number=step)
+        scratch = tempfile.mkdtemp(prefix="worker-backup-")
+        try:
+            tf.train.CheckpointManager(self.checkpoint, scratch, max_to_keep=1).save(step)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return None
+
+
+class _Logs:
+    """TensorBoard writers under MODEL_DIR/logs (no-ops off the chief)."""
+
+    def __init__(self, model_dir, chief):
+        if chief:
+            base = rundir.path(model_dir, rundir.LOG_DIR)
+            self.train = tf.summary.create_file_writer(os.path.join(base, "train"))
+            self.validation = tf.summary.create_file_writer(os.path.join(base, "validation"))
+        else:
+            self.train = self.validation = tf.summary.create_noop_writer()
+
+    def scalars(self, writer, values, step):
+        with writer.as_default(step=step):
+            for name, value in values.items():
+                tf.summary.scalar(name, value)
+        writer.flush()
+
+    def run_start(self, config, images, step):
+        """Config (as text and as HParams) and a few de-normalised input images."""
+        from tensorboard.plugins.hparams import api as hp
+
+        with self.train.as_default(step=step):
+            text = json.dumps(config, indent=2, sort_keys=True)
+            tf.summary.text("run_config", "```\n" + text + "\n```")
+            hp.hparams(_hparams(config), trial_id=os.path.basename(
+                os.path.abspath(config.get("model_dir", "run"))))
+            if images is not None:
+                mean = np.array(preprocessing.IMAGENET_MEAN, np.float32)
+                std = np.array(preprocessing.IMAGENET_STD, np.float32)
+                pixels = np.clip(np.asarray(images, np.float32) * std + mean, 0.0, 1.0)
+                tf.summary.image("input_images", pixels, max_outputs=SAMPLE_IMAGES)
+        self.train.flush()
+
+    def close(self):
+        for writer in (self.train, self.validation):
+            writer.close()
+
+
+def _hparams(config):
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            for sub, item in value.items():
+                flat[f"{key}.{sub}"] = item
+        elif key != "class_names":
+            flat[key] = value
+    return {k: v if isinstance(v, (bool, int, float, str)) else json.dumps(v)
+            for k, v in flat.items()}
+
+
+# --------------------------------------------------------------------------
+# The public API
+
+
+def train(model_name, dataset, *, epochs, batch_size, model_dir, data_dir=None,
+          export_dir=None, image_size=None, strategy="auto", num_cpu_replicas=None,
+          mixed_precision=False, jit_compile=False, optimizer="sgd", learning_rate=None,
+          weight_decay=None, schedule="cosine", warmup_epochs=None, label_smoothing=0.0,
+          seed=None, max_steps=None, steps_per_epoch=None, train_subset=None,
+          cache=False, output_stride=None, model_kwargs=None, checkpoint_every=None,
+          callbacks=(), verbose=1):
+    """Train ``model_name`` on ``dataset`` (a TFDS name or ``folder:PATH``).
+
+    Writes MODEL_DIR (see :mod:`resnet_keras.rundir`): run_config.json,
+    backup/ checkpoints, logs/ for TensorBoard, best.keras (best validation
+    top-1) and model.keras (final). Rerunning with the same arguments resumes
+    from the last checkpoint. ``model_kwargs`` are extra ``build_model``
+    arguments (e.g. ``{"depths": (1, 1, 1)}``); ``callbacks`` are objects with
+    optional ``on_train_batch_end(step, logs)`` / ``on_epoch_end(epoch, logs)``.
+    With ``export_dir``, the best model is exported for TF Serving at the end.
+
+    Returns a :class:`TrainResult`. Raises ValueError (one line) for bad
+    input, before anything in MODEL_DIR is written or changed.
+    """
+    started = time.time()
+    for name, value in (("epochs", epochs), ("batch size", batch_size)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    data_lib.parse_dataset_spec(dataset)
+    dist = make_strategy(strategy, num_cpu_replicas)
+    chief = is_chief(dist)
+    data = data_lib.load_dataset(dataset, data_dir)
+    data_lib.check_batch_size(batch_size, dist.num_replicas_in_sync)
+    size = int(image_size or data.default_image_size())
+    num_train = min(train_subset or data.num_train, data.num_train)
+    spe = int(steps_per_epoch or max(1, num_train // batch_size))
+    total_steps = epochs * spe if not max_steps else min(epochs * spe, int(max_steps))
+    recipe = default_recipe(
+        optimizer=optimizer, learning_rate=learning_rate, weight_decay=weight_decay,
+        schedule=schedule, warmup_epochs=warmup_epochs, label_smoothing=label_smoothing,
+        mixed_precision=mixed_precision, jit_compile=jit_compile, batch_size=batch_size,
+        num_train=num_train, steps_per_epoch=spe, total_steps=total_steps)
+    kwargs = {"classes": data.num_classes, "input_shape": [size, size, 3],
+              **({"output_stride": output_stride} if output_stride else {}),
+              **(model_kwargs or {})}
+    config = {
+        "model": model_name, "model_kwargs": _plain(kwargs), "dataset": data.spec,
+        "data_dir": data_dir, "class_names": data.class_names,
+        "num_classes": data.num_classes, "image_size": size, "batch_size": batch_size,
+        "epochs": epochs, "seed": seed, "steps_per_epoch": spe, "total_steps": total_steps,
+        "train_examples": num_train, "eval_split": data.eval_split,
+        "strategy": strategy, "num_replicas": dist.num_replicas_in_sync,
+        "recipe": dataclasses.asdict(recipe), "cache": bool(cache),
+        "model_dir": os.path.abspath(model_dir)}
+    stored = check_model_dir(model_dir, config)
+    if config["seed"] is None:
+        config["seed"] = (stored or {}).get("seed") or random.SystemRandom().randrange(2**31)
+    keras.utils.set_random_seed(config["seed"])
+    with dist.scope():
+        model = build_classifier(model_name, kwargs, precision_policy(mixed_precision))
+        lr = learning_rate_schedule(recipe, total_steps)
+        opt = make_optimizer(recipe, lr, model)
+        loop = _Loop(dist, model, opt, recipe, batch_size, data.num_classes)
+    checkpoints = _Checkpoints(model_dir, model, opt, chief)
+    initial_step = checkpoints.restore()
+    if chief:
+        rundir.write_run_config(model_dir, config)
+    run = _Run(loop, data, config, model_dir, chief, checkpoints, lr, verbose, callbacks,
+               checkpoint_every or min(spe, DEFAULT_CHECKPOINT_EVERY), cache)
+    history = run.fit(initial_step)
+    export_path = None
+    if chief:
+        _save_model(model, model_dir, rundir.FINAL_MODEL)
+        if not os.path.isfile(rundir.path(model_dir, rundir.BEST_MODEL)):
+            _save_model(model, model_dir, rundir.BEST_MODEL)
+        if export_dir:
+            export_path = export_trained(model_dir, export_dir)
+    result = TrainResult(
+        model=model, model_dir=model_dir, top1=run.last_eval.get("accuracy"),
+        top5=run.last_eval.get("top5"), best_top1=run.best,
+        epochs=math.ceil(total_steps / spe), steps=run.step, initial_step=initial_step,
+        wall_time=time.time() - started, images_per_second=run.images_per_second(),
+        export_path=export_path, config=config, history=history)
+    if chief:
+        config["result"] = {"top1": result.top1, "top5": result.top5,
+                            "best_top1": result.best_top1, "steps": result.steps,
+                            "export_path": export_path}
+        rundir.write_run_config(model_dir, config)
+    run.logs.close()
+    return result
+
+
+def export_trained(model_dir, export_dir):
+    """Export MODEL_DIR's best (else final) model to EXPORT_DIR/<next version>."""
+    from resnet_keras import export
+
+    model, config = rundir.load_trained_model(model_dir)
+    return export.export_saved_model(model, export_dir, image_size=config["image_size"],
+                                     class_names=config["class_names"])
+
+
+class _Run:
+    """The epoch / step loop of one :func:`train` call."""
+
+    def __init__(self, loop, data, config, model_dir, chief, checkpoints, schedule,
+                 verbose, callbacks, checkpoint_every, cache):
+        self.loop, self.data, self.config = loop, data, config
+        self.model_dir, self.chief, self.checkpoints = model_dir, chief, checkpoints
+        self.schedule, self.callbacks = schedule, list(callbacks or ())
+        self.verbose = verbose and chief
+        self.checkpoint_every, self.cache = int(checkpoint_every), cache
+        self.logs = _Logs(model_dir, chief)
+        self.spe, self.total = config["steps_per_epoch"], config["total_steps"]
+        self.step, self.best, self.last_eval = 0, None, {}
+        self.seen_images, self.train_seconds = 0, 0.0
+        self.skipped = 0
+
+    def images_per_second(self):
+        return self.seen_images / self.train_seconds if self.train_seconds else 0.0
+
+    def _datasets(self, start_step):
+        cfg, data = self.config, self.data
+        train = data.train.take(cfg["train_examples"])
+        strategy, batch, size = self.loop.strategy, cfg["batch_size"], cfg["image_size"]
+        buffer = data_lib.shuffle_buffer_size(cfg["train_examples"], data.native_size)
+        train_dist = data_lib.distribute(strategy, lambda ctx: data_lib.train_pipeline(
+            train, size, batch, seed=cfg["seed"], cache=self.cache,
+            num_examples=cfg["train_examples"], start_step=start_step,
+            shuffle_buffer=buffer, input_context=ctx), batch)
+        eval_dist = data_lib.distribute(strategy, lambda ctx: data_lib.eval_pipeline(
+            data.eval, size, batch, cache=self.cache, input_context=ctx), batch)
+        return train_dist, eval_dist
+
+    def fit(self, initial_step):
+        """Train from ``initial_step`` to the total; per-epoch history."""
+        self.step = initial_step
+        best = float(self.checkpoints.best.numpy())
+        self.best = best if best >= 0 else None
+        if initial_step >= self.total:
+            self._say(f"already trained: step {initial_step} of {self.total}")
+            self.last_eval = self.loop.evaluate(self._datasets(initial_step)[1])
+            return []
+        if initial_step:
+            self._say(f"resuming from step {initial_step} (epoch "
+                      f"{initial_step // self.spe + 1}) in {self.checkpoints.directory}")
+        train_dist, self.eval_dist = self._datasets(initial_step)
+        iterator = iter(train_dist)
+        history = []
+        while self.step < self.total:
+            epoch = self.step // self.spe
+            end = min((epoch + 1) * self.spe, self.total)
+            metrics = self._train_epoch(iterator, epoch, end)
+            history.append(self._end_epoch(epoch, metrics))
+        return history
+
+    def _train_epoch(self, iterator, epoch, end):
+        start = self.step
+        bar = keras.utils.Progbar(self.spe, stateful_metrics=["loss", "accuracy", "img/s"],
+                                  verbose=1 if self.verbose else 0)
+        if self.verbose:
+            print(f"Epoch {epoch + 1}/{math.ceil(self.total / self.spe)}")
+        totals, pending = np.zeros(3), []
+        log_every = max(1, min(50, self.spe // 20))
+        tick, tick_images = time.time(), 0
+        while self.step < end:
+            batch = next(iterator)
+            if self.step == 0 and self.chief:
+                self._log_run_start(batch)
+            pending.append(self.loop.train_step(batch))
+            self.step += 1
+            tick_images += self.config["batch_size"]
+            if self.step % log_every and self.step % self.checkpoint_every and self.step < end:
+                continue
+            interval = np.sum([[float(t) for t in r] for r in pending], axis=0)
+            pending = []
+            self._check_finite(interval, epoch)
+            totals += interval
+            elapsed = time.time() - tick
+            speed = tick_images / elapsed if elapsed > 0 else 0.0
+            self.seen_images += tick_images
+            self.train_seconds += elapsed
+            logs = {"loss": totals[0] / totals[2], "accuracy": totals[1] / totals[2],
+                    "img/s": speed}
+            bar.update(self.step - epoch * self.spe, list(logs.items()))
+            self.logs.scalars(self.logs.train, {
+                "loss": interval[0] / interval[2], "accuracy": interval[1] / interval[2],
+                "learning_rate": float(self.schedule(self.step - 1)),
+                "images_per_second": speed}, self.step)
+            self._callbacks("on_train_batch_end", self.step, dict(logs))
+            if self.step % self.checkpoint_every == 0 and self.step < end:
+                self._checkpoint()
+            tick, tick_images = time.time(), 0
+        return {"loss": totals[0] / max(totals[2], 1), "accuracy": totals[1] / max(totals[2], 1),
+                "steps": self.step - start}
+
+    def _end_epoch(self, epoch, metrics):
+        val = self.loop.evaluate(self.eval_dist)
+        self.last_eval = val
+        improved = self.best is None or val["accuracy"] > self.best
+        if improved:
+            self.best = val["accuracy"]
+        self._checkpoint()
+        if improved and self.chief:
+            _save_model(self.loop.model, self.model_dir, rundir.BEST_MODEL)
+        self.logs.scalars(self.logs.train, {
+            "epoch_loss": metrics["loss"], "epoch_accuracy": metrics["accuracy"]}, self.step)
+        self.logs.scalars(self.logs.validation, {
+            "epoch_loss": val["loss"], "epoch_accuracy": val["accuracy"],
+            "epoch_top5": val["top5"]}, self.step)
+        self._report_skipped()
+        record = {"epoch": epoch + 1, "step": self.step, "loss": float(metrics["loss"]),
+                  "accuracy": float(metrics["accuracy"]), "val_loss": float(val["loss"]),
+                  "val_accuracy": float(val["accuracy"]), "val_top5": float(val["top5"])}
+        self._say(f"epoch {epoch + 1}: loss {metrics['loss']:.4f}  accuracy "
+                  f"{metrics['accuracy']:.4f}  val_loss {val['loss']:.4f}  val_accuracy "
+                  f"{val['accuracy']:.4f}  val_top5 {val['top5']:.4f}")
+        self._callbacks("on_epoch_end", epoch, dict(record))
+        return record
+
+    def _checkpoint(self):
+        self.loop.sync_replicas()
+        if not self.loop.weights_finite():
+            raise TrainingDiverged(
+                f"weights are not finite at step {self.step}; training stopped and the last "
+                f"good checkpoint is kept in {self.checkpoints.directory} "
+                "(try a lower --learning-rate)")
+        self.checkpoints.save(self.step, self.best)
+
+    def _check_finite(self, interval, epoch):
+        if not np.all(np.isfinite(interval)):
+            raise TrainingDiverged(
+                f"loss is {interval[0] / interval[2]} at step {self.step} (epoch {epoch + 1}); "
+                f"training stopped and the last good checkpoint is kept in "
+                f"{self.checkpoints.directory} (try a lower --learning-rate)")
+
+    def _log_run_start(self, batch):
+        images = self.loop.strategy.experimental_local_results(batch[0])[0]
+        self.logs.run_start(self.config, images[:SAMPLE_IMAGES].numpy(), 0)
+
+    def _report_skipped(self):
+        skipped = self.data.skipped_images
+        if skipped > self.skipped:
+            print(f"warning: {skipped} undecodable image(s) skipped so far "
+                  f"(counted on every pass over {self.data.spec})", file=sys.stderr)
+            self.skipped = skipped
+
+    def _callbacks(self, method, index, logs):
+        for callback in self.callbacks:
+            fn = getattr(callback, method, None)
+            if fn is not None:
+                fn(index, logs)
+
+    def _say(self, message):
+        if self.verbose:
+            print(message, flush=True)
+
+
+# --------------------------------------------------------------------------
+# Command line entry points
+
+
+def train_main(args):
+    """``resnet-keras train``: train, save, optionally export, print a summary."""
+    result = train(
+        args.model, args.dataset, epochs=args.epochs, batch_size=args.batch_size,
+        model_dir=args.model_dir, data_dir=args.data_dir, export_dir=args.export_dir,
+        image_size=args.image_size, strategy=args.strategy,
+        num_cpu_replicas=args.num_cpu_replicas, mixed_precision=args.mixed_precision,
+        jit_compile=args.jit_compile, optimizer=args.optimizer,
+        learning_rate=args.learning_rate, weight_decay=args.weight_decay,
+        schedule=args.schedule, warmup_epochs=args.warmup_epochs,
+        label_smoothing=args.label_smoothing, seed=args.seed, max_steps=args.max_steps,
+        steps_per_epoch=args.steps_per_epoch, train_subset=args.train_subset,
+        cache=args.cache, output_stride=args.output_stride)
+    print(summary_line(result))
+    return 0
+
+
+def summary_line(result):
+    """One line: top-1, steps, wall time, saved model and export path."""
+    top1 = "n/a" if result.top1 is None else f"{result.top1:.4f}"
+    best = "n/a" if result.best_top1 is None else f"{result.best_top1:.4f}"
+    where = result.export_path or rundir.path(result.model_dir, rundir.FINAL_MODEL)
+    return (f"done: {result.config['model']} on {result.config['dataset']}: top-1 {top1} "
+            f"(best {best}), {result.steps} steps, {result.wall_time:.1f} s, "
+            f"{result.images_per_second:.0f} images/s; "
+            f"{'exported to' if result.export_path else 'saved'} {where}")
+
+
+def evaluate(model_dir, dataset, data_dir=None, split=None, batch_size=128):
+    """Top-1 / top-5 of MODEL_DIR's best (else final) model on a dataset split.
+
+    Returns ``{"top1", "top5", "loss", "count", "split"}``.
+    """
+    model, config = rundir.load_trained_model(model_dir)
+    data = data_lib.load_dataset(dataset, data_dir, eval_split=split)
+    if list(data.class_names) != list(config["class_names"]):
+        raise ValueError(
+            f"dataset {data.spec!r} has classes {data.class_names[:5]}... but the model in "
+            f"{model_dir!r} was trained on {config['class_names'][:5]}...")
+    strategy = tf.distribute.get_strategy()
+    recipe = Recipe("sgd", 0.0, 0.0, "cosine", 0, 0.0, False, False)
+    loop = _Loop(strategy, model, None, recipe, batch_size, data.num_classes)
+    dist = data_lib.distribute(strategy, lambda ctx: data_lib.eval_pipeline(
+        data.eval, config["image_size"], batch_size, input_context=ctx), batch_size)
+    metrics = loop.evaluate(dist)
+    return {"top1": metrics["accuracy"], "top5": metrics["top5"], "loss": metrics["loss"],
+            "count": metrics["count"], "split": data.eval_split}
+
+
+def evaluate_main(args):
+    """``resnet-keras evaluate``: print top-1 and top-5 accuracy."""
+    metrics = evaluate(args.model_dir, args.dataset, args.data_dir, args.split, args.batch_size)
+    print(f"top-1 {metrics['top1']:.4f}  top-5 {metrics['top5']:.4f}  "
+          f"loss {metrics['loss']:.4f}  on {metrics['count']} images "
+          f"({args.dataset}, split {metrics['split']})")
+    return 0
