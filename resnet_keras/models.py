@@ -132,8 +132,9 @@ def build_model(model_name, /, *, include_top=True, weights=None, input_tensor=N
         model_name: a registered name, e.g. "resnet50" or "drn_c_26".
         include_top: add global average pooling and the ``predictions`` layer.
         weights: None, "imagenet" (where a public source is known) or the
-            path of a weights file (Keras ``.weights.h5``/``.keras``/``.h5``,
-            or a PyTorch ``.pth`` from torchvision or fyu/drn).
+            path of a weights file: Keras ``.weights.h5``/``.keras``/``.h5``,
+            a PyTorch ``.pth`` from torchvision or fyu/drn (needs torch), or
+            an ``.npz`` of a PyTorch state dict (no torch needed).
         input_tensor: optional Keras tensor to use as the model's input.
         input_shape: ``(height, width, channels)``; None sides accept any size.
             Default ``(None, None, 3)``.

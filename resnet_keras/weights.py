@@ -10,8 +10,8 @@ Sources accepted by ``weights=``:
   ResNeXts and Wide ResNets, and fyu/drn's checkpoints for the DRN-C/D
   (these two need ``torch`` to read the ``.pth`` files).
 * a Keras file: ``.weights.h5`` and ``.keras`` (Keras 3, loaded by
-  ``model.load_weights``) or a legacy ``.h5`` (keras.applications and
-  Keras 2 files, loaded by layer name).
+  ``model.load_weights``) or a legacy ``.h5``/``.hdf5`` (keras.applications
+  and Keras 2 files, loaded by layer name).
 * a PyTorch state dict: ``.pth``/``.pt``/``.pth.tar`` (read with
   ``torch.load(..., weights_only=True)``; needs ``torch``) or ``.npz`` (a
   numpy archive of name -> array; no torch needed), with torchvision or
@@ -31,11 +31,13 @@ weights of the wrong shape (another number of classes) are an error.
 import hashlib
 import importlib.util
 import os
+import pickle
 import re
+import warnings
 
 import numpy as np
 
-KERAS_SUFFIXES = (".weights.h5", ".keras", ".h5")
+KERAS_SUFFIXES = (".weights.h5", ".keras", ".h5", ".hdf5")
 TORCH_SUFFIXES = (".pth", ".pt", ".pth.tar")
 NUMPY_SUFFIXES = (".npz",)
 WEIGHT_SUFFIXES = KERAS_SUFFIXES + TORCH_SUFFIXES + NUMPY_SUFFIXES
@@ -140,7 +142,7 @@ def load_weights(model, weights, model_name):
             return load_torch_state_dict(model, state_dict)
         except ValueError as err:
             raise ValueError(f"weights file {path!r}: {err}") from None
-    if path.endswith(KERAS_SUFFIXES) and not path.endswith((".weights.h5", ".keras")):
+    if path.endswith((".h5", ".hdf5")) and not path.endswith(".weights.h5"):
         return load_legacy_h5(model, path)
     return _load_keras_native(model, path, model_name)
 
@@ -154,9 +156,13 @@ def _has_layer(model, name):
     return any(layer.name == name for layer in model.layers)
 
 
-def _first_line(err):
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+def _first_line(err, limit=300):
+    """The gist of an error: its first line (and the next if that ends in ':')."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    text = " ".join(lines[:2]) if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 # ---------------------------------------------------------------------------
@@ -213,13 +219,17 @@ def _sha256(path):
 def _load_keras_native(model, path, model_name):
     """``model.load_weights`` for Keras 3 files, restoring the model on failure."""
     backup = [v.numpy() for v in model.weights]
-    try:
-        model.load_weights(path)
-    except Exception as err:  # Keras raises several types for a bad file
-        for variable, value in zip(model.weights, backup):
-            variable.assign(value)
-        raise ValueError(f"weights file {path!r} does not fit {model_name}: "
-                         f"{_first_line(err)}") from None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model.load_weights(path)
+        except Exception as err:  # Keras raises several types for a bad file
+            for variable, value in zip(model.weights, backup):
+                variable.assign(value)
+            raise ValueError(f"weights file {path!r} does not fit {model_name}: "
+                             f"{_first_line(err)}") from None
+    for w in caught:  # a successful load's warnings still reach the user
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return model
 
 
@@ -250,7 +260,8 @@ def read_legacy_h5(path):
                                  "(Keras 3 weights files end in .weights.h5)")
             out = {}
             for name in names:
-                arrays = [np.asarray(group[name][w]) for w in _h5_names(group[name], "weight_names")]
+                layer = group[name]
+                arrays = [np.asarray(layer[w]) for w in _h5_names(layer, "weight_names")]
                 if arrays:
                     out[name] = arrays
             return out
@@ -341,7 +352,10 @@ def read_state_dict(path):
 
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated zip, bad pickle, unsafe globals
+    except pickle.UnpicklingError:
+        raise ValueError(f"weights file {path!r} holds objects other than tensors and "
+                         "plain containers; it is not read (weights_only=True)") from None
+    except Exception as err:  # truncated zip, bad pickle
         raise ValueError(f"weights file {path!r} is not a readable PyTorch checkpoint: "
                          f"{_first_line(err)}") from None
     for key in ("state_dict", "model"):
@@ -519,29 +533,44 @@ def load_torch_state_dict(model, state_dict):
     state_dict = _strip_prefix({str(k): v for k, v in state_dict.items()})
     base = any(k.startswith("base.") for k in state_dict)
     key_map = torch_key_map(model, base=base)
-    present_heads = {k.split(".", 1)[0] for k in state_dict} & set(HEADS.values())
-    missing = [k for k in key_map if k not in state_dict
-               and (k.split(".", 1)[0] not in HEADS.values()
-                    or k.split(".", 1)[0] in present_heads)]
     ignored = _ignored_prefixes(model, _layout(model, base))
     unexpected = [k for k in state_dict if k not in key_map
                   and not k.endswith("num_batches_tracked") and not k.startswith(ignored)]
-    pairs, misshaped, head_misfit = [], [], False
-    for key, (variable, shapes, to_keras) in key_map.items():
-        if key not in state_dict:
-            continue
-        value = _to_numpy(state_dict[key])
-        if tuple(value.shape) not in shapes:
-            misshaped.append(f"{key} {tuple(value.shape)} for {shapes[0]}")
-            head_misfit |= key.split(".", 1)[0] in HEADS.values()
-            continue
-        pairs.append((variable, to_keras(value)))
-    hint = ""
-    if head_misfit:
-        hint = (" (a classifier for another number of classes: build the model with "
-                "the checkpoint's classes, or drop its classifier keys to keep the "
-                "model's own)")
-    _raise_if_mismatched("state dict", model.name, "keys", missing, unexpected,
-                         misshaped, hint)
+    pairs, misshaped = _convert(key_map, state_dict)
+    hint = _CLASSES_HINT if any(_head_of(k) for k in misshaped) else ""
+    _raise_if_mismatched("state dict", model.name, "keys", _missing(key_map, state_dict),
+                         unexpected, [f"{k} {got} for {want}" for k, (got, want) in
+                                      misshaped.items()], hint)
     _assign(pairs)
     return model
+
+
+_CLASSES_HINT = (" (a classifier for another number of classes: build the model with "
+                 "the checkpoint's classes, or drop its classifier keys to keep the "
+                 "model's own)")
+
+
+def _head_of(key):
+    """The classifier module (fc, seg, up) a torch key belongs to, or None."""
+    top = key.split(".", 1)[0]
+    return top if top in HEADS.values() else None
+
+
+def _missing(key_map, state_dict):
+    """Keys the model needs; a classifier with none of its keys given is optional."""
+    given_heads = {_head_of(k) for k in state_dict} - {None}
+    return [k for k in key_map if k not in state_dict
+            and (_head_of(k) is None or _head_of(k) in given_heads)]
+
+
+def _convert(key_map, state_dict):
+    """``([(variable, Keras value)], {key: (torch shape, expected shape)})``."""
+    pairs, misshaped = [], {}
+    for key, (variable, shapes, to_keras) in key_map.items():
+        if key in state_dict:
+            value = _to_numpy(state_dict[key])
+            if tuple(value.shape) in shapes:
+                pairs.append((variable, to_keras(value)))
+            else:
+                misshaped[key] = (tuple(value.shape), shapes[0])
+    return pairs, misshaped
