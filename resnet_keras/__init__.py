@@ -5,44 +5,31 @@
     model = resnet_keras.resnet50()
     model = resnet_keras.build_model("drn_c_26", classes=10, input_shape=(32, 32, 3))
 
-Attributes that need TensorFlow (the builders) load on first use, so the
-command line starts fast and ``list_models()`` works without building
-anything.
+Importing the package registers its custom Keras objects, so saved
+``.keras`` models load with ``keras.saving.load_model`` (``safe_mode=True``).
 """
 import importlib
 
-from resnet_keras.specs import SPECS, ModelSpec, get_spec, list_models
+from resnet_keras._startup import import_tensorflow
+
+import_tensorflow()
+
+from resnet_keras.models import build_backbone, build_model, count_macs  # noqa: E402
+from resnet_keras.segmentation import build_segmentation_model  # noqa: E402
+from resnet_keras.specs import SPECS, ModelSpec, get_spec, list_models  # noqa: E402
 
 __version__ = "0.1.0"
 
-# Public name -> module that defines it (imported on first access).
-_LAZY = {
-    "build_model": "models",
-    "build_backbone": "models",
-    "count_macs": "models",
-    "build_segmentation_model": "segmentation",
-}
-
-__all__ = ["ModelSpec", "SPECS", "get_spec", "list_models", *_LAZY, *SPECS]
-
-
-def _import(module):
-    try:
-        return importlib.import_module(f"resnet_keras.{module}")
-    except ModuleNotFoundError as err:
-        if err.name == "tensorflow":
-            raise ImportError(
-                "resnet_keras needs TensorFlow: pip install 'resnet-keras[cpu]' "
-                "(CPU only) or 'resnet-keras[gpu]'") from err
-        raise
+# Public names whose modules are heavy to import (keras-tuner): loaded on
+# first access.
+_LAZY = {"HyperResNet": "tuning"}
 
 
 def _model_function(model_name):
     def model_fn(**kwargs):
-        return _import("models").build_model(model_name, **kwargs)
+        return build_model(model_name, **kwargs)
 
     model_fn.__name__ = model_fn.__qualname__ = model_name
-    model_fn.__module__ = __name__
     model_fn.__doc__ = (
         f"{SPECS[model_name].description}.\n\n"
         f"Same as ``build_model({model_name!r}, **kwargs)``; see build_model for "
@@ -50,16 +37,19 @@ def _model_function(model_name):
     return model_fn
 
 
+for _name in SPECS:
+    globals()[_name] = _model_function(_name)
+del _name
+
+
 def __getattr__(name):
     if name in _LAZY:
-        value = getattr(_import(_LAZY[name]), name)
-    elif name in SPECS:
-        value = _model_function(name)
-    else:
-        raise AttributeError(f"module 'resnet_keras' has no attribute {name!r}")
-    globals()[name] = value
-    return value
+        value = getattr(importlib.import_module(f"resnet_keras.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'resnet_keras' has no attribute {name!r}")
 
 
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__all__ = ["ModelSpec", "SPECS", "build_backbone", "build_model",
+           "build_segmentation_model", "count_macs", "get_spec", "list_models",
+           *_LAZY, *SPECS]

@@ -5,7 +5,6 @@ success, 2 on a usage or input error (one line on stderr, no traceback),
 1 on any other failure.
 """
 import argparse
-import os
 import sys
 
 STRATEGIES = ("auto", "mirrored", "multi-worker", "one-device")
@@ -124,6 +123,9 @@ def build_parser():
                    help="use only the first N training images")
     p.add_argument("--cache", action="store_true", help="cache decoded images in memory")
     p.add_argument("--output-stride", type=_positive_int, default=None)
+    p.add_argument("--checkpoint-every", type=_positive_int, default=None,
+                   help="steps between checkpoints (default: min(steps per epoch, 500)) "
+                        "besides each epoch end")
     p.set_defaults(func=_lazy("train", "train_main"))
 
     p = sub.add_parser("evaluate", help="top-1 / top-5 of a trained model")
@@ -151,39 +153,39 @@ def build_parser():
     p.add_argument("--directory", required=True)
     p.add_argument("--max-trials", type=_positive_int, required=True)
     p.add_argument("--tuner", choices=TUNERS, default="hyperband")
-    p.add_argument("--export-dir", default=None)
+    p.add_argument("--export-dir", default=None,
+                   help="export the best trial's model to EXPORT_DIR/<version>")
+    p.add_argument("--epochs", type=_positive_int, default=3,
+                   help="epochs per trial (hyperband: of its longest trials)")
+    p.add_argument("--batch-size", type=_positive_int, default=128)
+    p.add_argument("--family", nargs="+", choices=("resnet", "drn_c", "drn_d"), default=None,
+                   help="families to search (default: all)")
+    p.add_argument("--block", nargs="+", choices=("basic", "bottleneck"), default=None,
+                   help="block types to search (default: both)")
+    p.add_argument("--max-params", type=_positive_float, default=None,
+                   help="skip candidates with more parameters")
+    p.add_argument("--max-flops", type=_positive_float, default=None,
+                   help="skip candidates with more multiply-adds per image")
+    p.add_argument("--image-size", type=_positive_int, default=None,
+                   help="training resolution (default: 32 for small images, else 224)")
+    p.add_argument("--strategy", choices=("auto", "mirrored", "one-device"), default="auto")
+    p.add_argument("--num-cpu-replicas", type=_positive_int, default=None,
+                   help="with --strategy mirrored and no GPU: split the CPU into N devices")
+    p.add_argument("--seed", type=_positive_int, default=1,
+                   help="seeds the sampling and every trial's training")
+    p.add_argument("--train-subset", type=_positive_int, default=None,
+                   help="train each trial on the first N training images")
+    p.add_argument("--steps-per-epoch", type=_positive_int, default=None)
+    p.add_argument("--max-steps", type=_positive_int, default=None,
+                   help="stop each trial after this many training steps")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch training output")
     p.set_defaults(func=_lazy("tuning", "tune_main"))
     return parser
-
-
-def _import_tensorflow_quietly():
-    """Import TensorFlow with its load-time C++ log lines kept off stderr.
-
-    TensorFlow's native libraries log at load time, before any log level
-    applies; errors then stay one line. RESNET_KERAS_VERBOSE=1 keeps them.
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if os.environ.get("RESNET_KERAS_VERBOSE") or "tensorflow" in sys.modules:
-        return
-    sys.stderr.flush()
-    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(null, 2)
-    try:
-        import tensorflow  # noqa: F401
-        import keras  # noqa: F401
-    except ImportError:
-        pass  # reported with its message when the command needs it
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(null)
 
 
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command != "list":
-        _import_tensorflow_quietly()
     try:
         return int(args.func(args) or 0)
     except ValueError as err:

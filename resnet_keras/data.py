@@ -17,16 +17,16 @@ from where it stopped.
 """
 import dataclasses
 import difflib
-import logging
 import os
 import random
+import socket
+import tarfile
+import tempfile
 from typing import List, Optional
 
 import tensorflow as tf
 
 from resnet_keras import preprocessing
-
-log = logging.getLogger("resnet_keras")
 
 AUTOTUNE = tf.data.AUTOTUNE
 FOLDER_PREFIX = "folder:"
@@ -36,6 +36,7 @@ CROP_SCALE = (0.08, 1.0)
 CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 SHUFFLE_BUFFER_BYTES = 256 * 2**20
 NATIVE_SIZE_PROBES = 8
+CACHE_DIR = "~/.cache/resnet_keras"
 
 
 @dataclasses.dataclass
@@ -121,21 +122,24 @@ def load_dataset(spec, data_dir=None, eval_split=None):
     parsed = parse_dataset_spec(spec) if not isinstance(spec, DatasetSpec) else spec
     if parsed.kind == "folder":
         builder = tfds().folder_dataset.ImageFolder(parsed.name)
+        image_key, label_key = _classification_keys(builder, str(parsed))
     else:
         builder = _tfds_builder(parsed.name, data_dir)
-    image_key, label_key = _classification_keys(builder, str(parsed))
+        image_key, label_key = _classification_keys(builder, str(parsed))
+        _prepare(builder, parsed.name)
     splits = list(builder.info.splits.keys())
     if "train" not in splits:
-        raise ValueError(f"dataset {str(parsed)!r} has no train split (splits: {', '.join(splits)})")
+        raise ValueError(
+            f"dataset {str(parsed)!r} has no train split (splits: {', '.join(splits)})")
     eval_split = _pick_eval_split(str(parsed), splits, eval_split)
     class_names = list(builder.info.features[label_key].names)
     counter = _make_counter()
-    train, eval_ = (
-        _decoded_split(builder, split, image_key, label_key, counter)
-        for split in ("train", eval_split))
-    native = _native_size(builder.info.features[image_key].shape, train)
+    raw_train, raw_eval = (_encoded_split(builder, split, image_key, label_key)
+                           for split in ("train", eval_split))
+    native = _native_size(builder.info.features[image_key].shape, raw_train)
     return Dataset(
-        spec=str(parsed), class_names=class_names, train=train, eval=eval_,
+        spec=str(parsed), class_names=class_names,
+        train=skip_undecodable(raw_train, counter), eval=skip_undecodable(raw_eval, counter),
         num_train=builder.info.splits["train"].num_examples,
         num_eval=builder.info.splits[eval_split].num_examples,
         eval_split=eval_split, native_size=native, skip_counter=counter)
@@ -159,21 +163,53 @@ def _tfds_builder(name, data_dir):
     lib = tfds()
     try:
         builder = lib.builder(name, data_dir=data_dir)
-    except (lib.core.registered.DatasetNotFoundError, ValueError) as err:
-        if "config" in str(err).lower() and "/" in name:
-            raise ValueError(f"unknown config in TFDS dataset {name!r}: {_first_line(err)}") from None
+    except (lib.core.registered.DatasetNotFoundError, ValueError):
+        base, _, config = name.partition("/")
+        configs = _configs(base) if config else None
+        if configs is not None:
+            raise ValueError(
+                f"unknown config {config!r} of TFDS dataset {base!r}; choices: "
+                f"{', '.join(configs) or f'none (use {base!r} alone)'}") from None
         raise ValueError(
             f"unknown dataset {name!r}; expected folder:PATH or a TFDS image "
             f"classification dataset{_suggest(name)}") from None
-    if not _is_prepared(builder):
-        try:
-            builder.download_and_prepare()
-        except Exception as err:  # offline, disk full, manual download needed, ...
-            raise ValueError(
-                f"TFDS dataset {name!r} is not prepared in {builder.data_dir!r} and could "
-                f"not be downloaded ({_first_line(err)}); pass --data-dir with a prepared "
-                "copy or use folder:PATH") from None
     return builder
+
+
+def _configs(name):
+    """Config names of a TFDS dataset, or None if there is no such dataset."""
+    try:
+        return [config.name for config in tfds().builder_cls(name).BUILDER_CONFIGS]
+    except Exception:  # unknown dataset
+        return None
+
+
+def _prepare(builder, name):
+    """Download and prepare a TFDS dataset unless it is already prepared."""
+    if _is_prepared(builder):
+        return
+    hint = "pass --data-dir with a prepared copy or use folder:PATH"
+    if not _online():
+        raise ValueError(
+            f"TFDS dataset {name!r} is not prepared in {builder.data_dir!r} and there is "
+            f"no network to download it; {hint}")
+    try:
+        builder.download_and_prepare()
+    except Exception as err:  # download refused, manual download needed, disk full, ...
+        raise ValueError(
+            f"TFDS dataset {name!r} is not prepared in {builder.data_dir!r} and could "
+            f"not be downloaded ({_first_line(err)}); {hint}") from None
+
+
+def _online(host="storage.googleapis.com", timeout=5.0):
+    """Whether the TFDS download host is reachable (assumed so behind a proxy)."""
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY")):
+        return True
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def _is_prepared(builder):
@@ -231,16 +267,57 @@ def _make_counter():
         return tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_images")
 
 
-def _native_size(shape, train):
-    """Square side of the dataset's images, or None when it varies."""
+def _native_size(shape, encoded):
+    """Square side of the dataset's images (from the first few if not declared),
+    or None when it varies."""
     height, width = shape[0], shape[1]
     if height is not None:
         return int(height) if height == width else None
-    sizes = {tuple(image.shape[:2]) for image, _ in train.take(NATIVE_SIZE_PROBES)}
+    probes = encoded.take(NATIVE_SIZE_PROBES).map(lambda data, _: decode_image(data))
+    sizes = {tuple(image.shape[:2]) for image in probes.ignore_errors()}
     if len(sizes) == 1:
         (height, width), = sizes
         return int(height) if height == width else None
     return None
+
+
+def extract_image_folder(archive, cache_dir=CACHE_DIR):
+    """Extract an image-folder tarball into CACHE_DIR once; return the folder.
+
+    The archive's single top folder (e.g. ``cifar10_jpeg/``) is returned as
+    an absolute path; later calls reuse it. Extraction goes to a temporary
+    folder first, so an interrupted one is never mistaken for a complete copy.
+    """
+    cache_dir = os.path.expanduser(cache_dir)
+    with tarfile.open(archive, "r:*") as tar:
+        top = tar.next().name.split("/")[0]
+        target = os.path.join(cache_dir, top)
+        if os.path.isdir(target):
+            return target
+        os.makedirs(cache_dir, exist_ok=True)
+        scratch = tempfile.mkdtemp(prefix=".extract-", dir=cache_dir)
+        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+        tar.extractall(scratch, **safe)
+    os.replace(os.path.join(scratch, top), target)
+    os.rmdir(scratch)
+    return target
+
+
+def local_cifar10(archive=None, cache_dir=CACHE_DIR):
+    """``folder:`` spec of the offline CIFAR-10 JPEG copy, extracted on first use.
+
+    ``archive`` defaults to ``$RESNET_KERAS_SHARED/datasets/cifar10_jpeg.tar.gz``
+    (``RESNET_KERAS_SHARED`` defaults to ``../shared`` beside the repository).
+    """
+    if archive is None:
+        repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        shared = os.environ.get("RESNET_KERAS_SHARED",
+                                os.path.join(os.path.dirname(repo), "shared"))
+        archive = os.path.join(shared, "datasets", "cifar10_jpeg.tar.gz")
+    if not os.path.isfile(archive):
+        raise ValueError(f"CIFAR-10 archive {archive!r} not found; pass its path, or use "
+                         "the TFDS dataset cifar10")
+    return FOLDER_PREFIX + extract_image_folder(archive, cache_dir)
 
 
 # --------------------------------------------------------------------------
@@ -250,17 +327,14 @@ def _native_size(shape, train):
 def decode_image(encoded):
     """Encoded JPEG / PNG / GIF / BMP bytes -> uint8 [H, W, 3] (gray and RGBA too)."""
     image = tf.io.decode_image(encoded, channels=3, dtype=tf.uint8, expand_animations=False)
-    image = tf.ensure_shape(image, [None, None, 3])
-    # Check the pixels are really there: truncated files fail here, not later.
-    return tf.identity(image)
+    return tf.ensure_shape(image, [None, None, 3])
 
 
-def _decoded_split(builder, split, image_key, label_key, counter):
-    """The split as (uint8 image, int64 label), undecodable images counted and dropped."""
+def _encoded_split(builder, split, image_key, label_key):
+    """The split as (encoded image bytes, int64 label), in the builder's order."""
     skip = tfds().decode.SkipDecoding()
     raw = builder.as_dataset(split=split, shuffle_files=False, decoders={image_key: skip})
-    raw = raw.map(lambda ex: (ex[image_key], tf.cast(ex[label_key], tf.int64)))
-    return skip_undecodable(raw, counter)
+    return raw.map(lambda ex: (ex[image_key], tf.cast(ex[label_key], tf.int64)))
 
 
 def skip_undecodable(encoded, counter):
@@ -279,9 +353,7 @@ def skip_undecodable(encoded, counter):
     def count_gap(expected, element):
         index, image, label = element
         position = tf.where(index < 0, tf.maximum(end, expected), index)
-        gap = position - expected
-        update = tf.cond(gap > 0, lambda: counter.assign_add(gap), lambda: counter.read_value())
-        with tf.control_dependencies([update]):
+        with tf.control_dependencies([counter.assign_add(position - expected)]):
             return position + 1, (tf.identity(index), image, label)
 
     def real(index, image, label):
@@ -298,18 +370,33 @@ def skip_undecodable(encoded, counter):
 # Augmentation
 
 
-def augment_small(image, size, seed):
-    """CIFAR recipe: resize if needed, pad 4, random crop, horizontal flip."""
-    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+def resize_if_needed(image, size):
+    """One image -> float32 [size, size, 3], resized (antialiased) only if needed."""
     shape = tf.shape(image)
-    image = tf.cond(
-        tf.logical_and(tf.equal(shape[0], size), tf.equal(shape[1], size)),
-        lambda: tf.cast(image, tf.float32),
-        lambda: tf.image.resize(tf.cast(image, tf.float32), (size, size), antialias=True))
-    image = tf.pad(image, [[PAD, PAD], [PAD, PAD], [0, 0]])
-    offsets = tf.random.stateless_uniform([2], crop_seed, 0, 2 * PAD + 1, dtype=tf.int32)
-    image = tf.slice(image, [offsets[0], offsets[1], 0], [size, size, 3])
-    return _random_flip(image, flip_seed)
+    same = tf.logical_and(tf.equal(shape[0], size), tf.equal(shape[1], size))
+    image = tf.cond(same, lambda: tf.cast(image, tf.float32),
+                    lambda: tf.image.resize(tf.cast(image, tf.float32), (size, size),
+                                            antialias=True))
+    return tf.ensure_shape(image, [size, size, 3])
+
+
+def augment_small_batch(images, seed):
+    """CIFAR recipe on a batch [B, S, S, 3]: pad 4, random crop, horizontal flip.
+
+    ``seed``: a stateless seed pair for the whole batch. Returns normalised
+    float32 images.
+    """
+    images = tf.cast(images, tf.float32)
+    batch, size = tf.shape(images)[0], images.shape[1]
+    offsets = tf.random.stateless_uniform([batch, 2], seed, 0, 2 * PAD + 1, dtype=tf.int32)
+    flips = tf.random.stateless_uniform([batch], seed[::-1], 0, 2, dtype=tf.int32) > 0
+    padded = tf.pad(images, [[0, 0], [PAD, PAD], [PAD, PAD], [0, 0]])
+    window = tf.range(size)
+    rows = offsets[:, :1] + window
+    cols = offsets[:, 1:] + window
+    cropped = tf.gather(tf.gather(padded, rows, axis=1, batch_dims=1), cols, axis=2, batch_dims=1)
+    flipped = tf.where(flips[:, None, None, None], tf.reverse(cropped, axis=[2]), cropped)
+    return preprocessing.normalize(flipped)
 
 
 def augment_large(image, size, seed):
@@ -330,11 +417,16 @@ def _random_flip(image, seed):
 
 
 def augment(image, image_size, seed):
-    """Training augmentation of one uint8 image -> normalised float32 [S, S, 3]."""
+    """Training augmentation of one uint8 image -> normalised float32 [S, S, 3].
+
+    Small sizes: resize if needed, pad 4, random crop, flip; larger: random
+    resized crop and flip. ``seed``: a stateless seed pair.
+    """
     size = int(image_size)
-    fn = augment_small if preprocessing.is_small(size) else augment_large
-    out = tf.ensure_shape(fn(image, size, seed), [size, size, 3])
-    return preprocessing.normalize(out)
+    if preprocessing.is_small(size):
+        return augment_small_batch(resize_if_needed(image, size)[None], seed)[0]
+    return preprocessing.normalize(tf.ensure_shape(augment_large(image, size, seed),
+                                                   [size, size, 3]))
 
 
 # --------------------------------------------------------------------------
@@ -346,6 +438,21 @@ def shuffle_buffer_size(num_examples, native_size):
     side = native_size or 400
     fits = max(1024, SHUFFLE_BUFFER_BYTES // (side * side * 3))
     return int(min(num_examples, fits)) if num_examples else fits
+
+
+def _seeded_shuffle(ds, buffer, seed):
+    """``ds.shuffle`` with a tensor seed, independent of the global random seed.
+
+    The graph-level seed is cleared while the op is created, so the order is
+    a function of ``seed`` alone (``tf.random.set_seed`` has no effect on it).
+    """
+    graph = tf.compat.v1.get_default_graph()
+    saved = graph.seed
+    graph.seed = None
+    try:
+        return ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=False)
+    finally:
+        graph.seed = saved
 
 
 def _epoch_seed(seed, epoch):
@@ -373,20 +480,41 @@ def train_pipeline(ds, image_size, batch_size, seed=None, cache=False, *,
     base = ds.cache() if cache else ds
 
     def one_epoch(epoch):
-        shuffled = base.shuffle(buffer, seed=_epoch_seed(seed, epoch),
-                                reshuffle_each_iteration=False)
+        shuffled = _seeded_shuffle(base, buffer, _epoch_seed(seed, epoch))
         skip = tf.where(tf.equal(epoch, first_epoch), tf.constant(offset, tf.int64), 0)
         return shuffled.skip(skip)
 
     stream = tf.data.Dataset.range(first_epoch, 2**62).flat_map(one_epoch)
     stream = stream.enumerate(start=consumed)
     per_replica, stream = _slice_for_pipeline(stream, batch_size, input_context)
+    return _augmented_batches(stream, int(image_size), per_replica, seed,
+                              deterministic).prefetch(AUTOTUNE)
+
+
+def _augmented_batches(stream, size, batch, seed, deterministic):
+    """(position, (image, label)) -> augmented batches; randomness from (seed, position).
+
+    Small images are resized per image and augmented per batch (vectorised,
+    seeded by the position of the batch's first image); large ones are
+    cropped and resized per image.
+    """
+    def position_seed(position):
+        return tf.stack([tf.constant(seed, tf.int64), position])
+
+    if not preprocessing.is_small(size):
+        stream = stream.map(
+            lambda position, example: (augment(example[0], size, position_seed(position)),
+                                       example[1]),
+            num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+        return stream.batch(batch, drop_remainder=True)
     stream = stream.map(
-        lambda position, example: (
-            augment(example[0], image_size, tf.stack([tf.constant(seed, tf.int64), position])),
-            example[1]),
+        lambda position, example: (position, resize_if_needed(example[0], size), example[1]),
         num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-    return stream.batch(per_replica, drop_remainder=True).prefetch(AUTOTUNE)
+    stream = stream.batch(batch, drop_remainder=True)
+    return stream.map(
+        lambda positions, images, labels: (
+            augment_small_batch(images, position_seed(positions[0])), labels),
+        num_parallel_calls=AUTOTUNE, deterministic=deterministic)
 
 
 def _num_examples(ds, num_examples, start_step):

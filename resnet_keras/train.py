@@ -16,7 +16,9 @@ any other run on R replicas with batch B and the same seed.
 Fault tolerance: ``MODEL_DIR/backup`` holds a ``tf.train.Checkpoint`` of the
 model, the optimizer and the step, written every ``checkpoint_every`` steps
 and at each epoch end. Rerunning the same command resumes from it; the input
-stream continues where it stopped (see :mod:`resnet_keras.data`).
+stream continues where it stopped (see :mod:`resnet_keras.data`). In
+multi-worker runs the chief writes MODEL_DIR and every worker restores from
+it, so MODEL_DIR must be on storage that all workers share.
 """
 import dataclasses
 import json
@@ -245,8 +247,9 @@ def learning_rate_schedule(recipe, total_steps):
 
 
 def make_optimizer(recipe, schedule, model):
-    """SGD (momentum 0.9; L2 decay added to the gradients) or AdamW (decoupled).
+    """SGD (momentum 0.9) or AdamW (decoupled weight decay).
 
+    For SGD the training loop adds the classic L2 term to the loss instead.
     Biases and normalisation parameters (rank <= 1) get no weight decay.
     """
     if recipe.optimizer == "adamw":
@@ -304,9 +307,10 @@ class _Loop:
             label_smoothing=recipe.label_smoothing, reduction=None)
         decay = recipe.weight_decay if recipe.optimizer == "sgd" else 0.0
         no_decay = {id(v) for v in _no_decay(model)}
-        self.l2 = [decay / strategy.num_replicas_in_sync
-                   if decay and id(v) not in no_decay else 0.0
-                   for v in model.trainable_variables]
+        # SGD's L2 term, per replica (the optimizer sums gradients over replicas).
+        self.l2 = decay / strategy.num_replicas_in_sync
+        self.decayed = [v for v in model.trainable_variables
+                        if decay and id(v) not in no_decay]
         self.averaged = [v for v in model.non_trainable_variables
                          if v.dtype in ("float32", "float16", "bfloat16", "float64")]
         grads = tf.function(self._gradients, jit_compile=True) if recipe.jit_compile \
@@ -328,16 +332,16 @@ class _Loop:
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch)
             if self.model.losses:
                 loss += tf.nn.scale_regularization_loss(tf.add_n(self.model.losses))
+            if self.decayed:
+                loss += 0.5 * self.l2 * tf.add_n(
+                    [tf.reduce_sum(tf.square(v.value)) for v in self.decayed])
             scaled = self.optimizer.scale_loss(loss)
         grads = tape.gradient(scaled, variables)
         return grads, per_example, probabilities
 
     def _replica_train(self, images, labels):
         grads, per_example, probabilities = self._grads_fn(images, labels)
-        variables = self.model.trainable_variables
-        grads = [g + c * tf.cast(v.value, g.dtype) if c else g
-                 for g, v, c in zip(grads, variables, self.l2)]
-        self.optimizer.apply_gradients(zip(grads, variables))
+        self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
         loss, hits, _, count = _sums(per_example, probabilities, labels, 1)
         return loss, hits, count
 
@@ -540,59 +544,44 @@ def train(model_name, dataset, *, epochs, batch_size, model_dir, data_dir=None,
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     data_lib.parse_dataset_spec(dataset)
     dist = make_strategy(strategy, num_cpu_replicas)
-    chief = is_chief(dist)
     data = data_lib.load_dataset(dataset, data_dir)
     data_lib.check_batch_size(batch_size, dist.num_replicas_in_sync)
-    size = int(image_size or data.default_image_size())
-    num_train = min(train_subset or data.num_train, data.num_train)
-    spe = int(steps_per_epoch or max(1, num_train // batch_size))
-    total_steps = epochs * spe if not max_steps else min(epochs * spe, int(max_steps))
-    recipe = default_recipe(
-        optimizer=optimizer, learning_rate=learning_rate, weight_decay=weight_decay,
-        schedule=schedule, warmup_epochs=warmup_epochs, label_smoothing=label_smoothing,
-        mixed_precision=mixed_precision, jit_compile=jit_compile, batch_size=batch_size,
-        num_train=num_train, steps_per_epoch=spe, total_steps=total_steps)
-    kwargs = {"classes": data.num_classes, "input_shape": [size, size, 3],
-              **({"output_stride": output_stride} if output_stride else {}),
-              **(model_kwargs or {})}
-    config = {
-        "model": model_name, "model_kwargs": _plain(kwargs), "dataset": data.spec,
-        "data_dir": data_dir, "class_names": data.class_names,
-        "num_classes": data.num_classes, "image_size": size, "batch_size": batch_size,
-        "epochs": epochs, "seed": seed, "steps_per_epoch": spe, "total_steps": total_steps,
-        "train_examples": num_train, "eval_split": data.eval_split,
-        "strategy": strategy, "num_replicas": dist.num_replicas_in_sync,
-        "recipe": dataclasses.asdict(recipe), "cache": bool(cache),
-        "model_dir": os.path.abspath(model_dir)}
+    config, recipe = _run_config(
+        model_name, data, dist, dict(
+            model_kwargs=model_kwargs, output_stride=output_stride, image_size=image_size,
+            epochs=epochs, batch_size=batch_size, steps_per_epoch=steps_per_epoch,
+            max_steps=max_steps, train_subset=train_subset, seed=seed, cache=cache,
+            strategy=strategy, data_dir=data_dir, model_dir=model_dir),
+        dict(optimizer=optimizer, learning_rate=learning_rate, weight_decay=weight_decay,
+             schedule=schedule, warmup_epochs=warmup_epochs,
+             label_smoothing=label_smoothing, mixed_precision=mixed_precision,
+             jit_compile=jit_compile))
     stored = check_model_dir(model_dir, config)
     if config["seed"] is None:
         config["seed"] = (stored or {}).get("seed") or random.SystemRandom().randrange(2**31)
     keras.utils.set_random_seed(config["seed"])
     with dist.scope():
-        model = build_classifier(model_name, kwargs, precision_policy(mixed_precision))
-        lr = learning_rate_schedule(recipe, total_steps)
-        opt = make_optimizer(recipe, lr, model)
-        loop = _Loop(dist, model, opt, recipe, batch_size, data.num_classes)
-    checkpoints = _Checkpoints(model_dir, model, opt, chief)
+        model = build_classifier(model_name, config["model_kwargs"],
+                                 precision_policy(recipe.mixed_precision))
+        schedule_fn = learning_rate_schedule(recipe, config["total_steps"])
+        optimizer_obj = make_optimizer(recipe, schedule_fn, model)
+        loop = _Loop(dist, model, optimizer_obj, recipe, batch_size, data.num_classes)
+    chief = is_chief(dist)
+    checkpoints = _Checkpoints(model_dir, model, optimizer_obj, chief)
     initial_step = checkpoints.restore()
     if chief:
         rundir.write_run_config(model_dir, config)
-    run = _Run(loop, data, config, model_dir, chief, checkpoints, lr, verbose, callbacks,
-               checkpoint_every or min(spe, DEFAULT_CHECKPOINT_EVERY), cache)
+    run = _Run(loop, data, config, checkpoints, schedule_fn, verbose and chief, callbacks,
+               checkpoint_every or min(config["steps_per_epoch"], DEFAULT_CHECKPOINT_EVERY))
     history = run.fit(initial_step)
-    export_path = None
-    if chief:
-        _save_model(model, model_dir, rundir.FINAL_MODEL)
-        if not os.path.isfile(rundir.path(model_dir, rundir.BEST_MODEL)):
-            _save_model(model, model_dir, rundir.BEST_MODEL)
-        if export_dir:
-            export_path = export_trained(model_dir, export_dir)
+    export_path = _save_final(model, model_dir, export_dir) if chief else None
     result = TrainResult(
         model=model, model_dir=model_dir, top1=run.last_eval.get("accuracy"),
         top5=run.last_eval.get("top5"), best_top1=run.best,
-        epochs=math.ceil(total_steps / spe), steps=run.step, initial_step=initial_step,
-        wall_time=time.time() - started, images_per_second=run.images_per_second(),
-        export_path=export_path, config=config, history=history)
+        epochs=math.ceil(config["total_steps"] / config["steps_per_epoch"]), steps=run.step,
+        initial_step=initial_step, wall_time=time.time() - started,
+        images_per_second=run.images_per_second(), export_path=export_path,
+        config=config, history=history)
     if chief:
         config["result"] = {"top1": result.top1, "top5": result.top5,
                             "best_top1": result.best_top1, "steps": result.steps,
@@ -600,6 +589,41 @@ def train(model_name, dataset, *, epochs, batch_size, model_dir, data_dir=None,
         rundir.write_run_config(model_dir, config)
     run.logs.close()
     return result
+
+
+def _run_config(model_name, data, strategy, options, recipe_options):
+    """The run_config.json dict and the :class:`Recipe` of a :func:`train` call."""
+    size = int(options["image_size"] or data.default_image_size())
+    batch = options["batch_size"]
+    num_train = min(options["train_subset"] or data.num_train, data.num_train)
+    spe = int(options["steps_per_epoch"] or max(1, num_train // batch))
+    total = options["epochs"] * spe
+    if options["max_steps"]:
+        total = min(total, int(options["max_steps"]))
+    recipe = default_recipe(**recipe_options, batch_size=batch, num_train=num_train,
+                            steps_per_epoch=spe, total_steps=total)
+    kwargs = {"classes": data.num_classes, "input_shape": [size, size, 3]}
+    if options["output_stride"]:
+        kwargs["output_stride"] = options["output_stride"]
+    kwargs.update(options["model_kwargs"] or {})
+    config = {
+        "model": model_name, "model_kwargs": _plain(kwargs), "dataset": data.spec,
+        "data_dir": options["data_dir"], "class_names": list(data.class_names),
+        "num_classes": data.num_classes, "image_size": size, "batch_size": batch,
+        "epochs": options["epochs"], "seed": options["seed"], "steps_per_epoch": spe,
+        "total_steps": total, "train_examples": num_train, "eval_split": data.eval_split,
+        "strategy": options["strategy"], "num_replicas": strategy.num_replicas_in_sync,
+        "recipe": dataclasses.asdict(recipe), "cache": bool(options["cache"]),
+        "model_dir": os.path.abspath(options["model_dir"])}
+    return config, recipe
+
+
+def _save_final(model, model_dir, export_dir):
+    """model.keras (and best.keras if no evaluation saved one); export if asked."""
+    _save_model(model, model_dir, rundir.FINAL_MODEL)
+    if not os.path.isfile(rundir.path(model_dir, rundir.BEST_MODEL)):
+        _save_model(model, model_dir, rundir.BEST_MODEL)
+    return export_trained(model_dir, export_dir) if export_dir else None
 
 
 def export_trained(model_dir, export_dir):
@@ -614,14 +638,14 @@ def export_trained(model_dir, export_dir):
 class _Run:
     """The epoch / step loop of one :func:`train` call."""
 
-    def __init__(self, loop, data, config, model_dir, chief, checkpoints, schedule,
-                 verbose, callbacks, checkpoint_every, cache):
+    def __init__(self, loop, data, config, checkpoints, schedule, verbose, callbacks,
+                 checkpoint_every):
         self.loop, self.data, self.config = loop, data, config
-        self.model_dir, self.chief, self.checkpoints = model_dir, chief, checkpoints
+        self.checkpoints, self.chief = checkpoints, checkpoints.chief
+        self.model_dir, self.cache = config["model_dir"], config["cache"]
         self.schedule, self.callbacks = schedule, list(callbacks or ())
-        self.verbose = verbose and chief
-        self.checkpoint_every, self.cache = int(checkpoint_every), cache
-        self.logs = _Logs(model_dir, chief)
+        self.verbose, self.checkpoint_every = verbose, int(checkpoint_every)
+        self.logs = _Logs(self.model_dir, self.chief)
         self.spe, self.total = config["steps_per_epoch"], config["total_steps"]
         self.step, self.best, self.last_eval = 0, None, {}
         self.seen_images, self.train_seconds = 0, 0.0
@@ -666,10 +690,12 @@ class _Run:
         return history
 
     def _train_epoch(self, iterator, epoch, end):
-        start = self.step
+        start, started = self.step, time.time()
+        # A live bar on a terminal; in logs only the per-epoch line (as fit's verbose=2).
+        live = bool(self.verbose) and sys.stdout.isatty()
         bar = keras.utils.Progbar(self.spe, stateful_metrics=["loss", "accuracy", "img/s"],
-                                  verbose=1 if self.verbose else 0)
-        if self.verbose:
+                                  verbose=1 if live else 0)
+        if live:
             print(f"Epoch {epoch + 1}/{math.ceil(self.total / self.spe)}")
         totals, pending = np.zeros(3), []
         log_every = max(1, min(50, self.spe // 20))
@@ -702,8 +728,10 @@ class _Run:
             if self.step % self.checkpoint_every == 0 and self.step < end:
                 self._checkpoint()
             tick, tick_images = time.time(), 0
+        seconds = time.time() - started
         return {"loss": totals[0] / max(totals[2], 1), "accuracy": totals[1] / max(totals[2], 1),
-                "steps": self.step - start}
+                "steps": self.step - start, "seconds": seconds,
+                "images_per_second": totals[2] / seconds if seconds > 0 else 0.0}
 
     def _end_epoch(self, epoch, metrics):
         val = self.loop.evaluate(self.eval_dist)
@@ -723,9 +751,11 @@ class _Run:
         record = {"epoch": epoch + 1, "step": self.step, "loss": float(metrics["loss"]),
                   "accuracy": float(metrics["accuracy"]), "val_loss": float(val["loss"]),
                   "val_accuracy": float(val["accuracy"]), "val_top5": float(val["top5"])}
-        self._say(f"epoch {epoch + 1}: loss {metrics['loss']:.4f}  accuracy "
-                  f"{metrics['accuracy']:.4f}  val_loss {val['loss']:.4f}  val_accuracy "
-                  f"{val['accuracy']:.4f}  val_top5 {val['top5']:.4f}")
+        self._say(f"epoch {epoch + 1}/{math.ceil(self.total / self.spe)}: "
+                  f"{metrics['seconds']:.0f}s {metrics['images_per_second']:.0f} img/s  "
+                  f"loss {metrics['loss']:.4f}  accuracy {metrics['accuracy']:.4f}  "
+                  f"val_loss {val['loss']:.4f}  val_accuracy {val['accuracy']:.4f}  "
+                  f"val_top5 {val['top5']:.4f}")
         self._callbacks("on_epoch_end", epoch, dict(record))
         return record
 
@@ -783,7 +813,8 @@ def train_main(args):
         schedule=args.schedule, warmup_epochs=args.warmup_epochs,
         label_smoothing=args.label_smoothing, seed=args.seed, max_steps=args.max_steps,
         steps_per_epoch=args.steps_per_epoch, train_subset=args.train_subset,
-        cache=args.cache, output_stride=args.output_stride)
+        cache=args.cache, output_stride=args.output_stride,
+        checkpoint_every=args.checkpoint_every)
     print(summary_line(result))
     return 0
 

@@ -1,0 +1,223 @@
+"""Datasets and input pipelines on real CIFAR-10 JPEGs and mocked TFDS data."""
+import os
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import CIFAR_CLASSES
+from resnet_keras import data, preprocessing
+
+BATCH = 8
+
+
+@pytest.fixture(scope="module")
+def cifar(cifar_subset):
+    return data.load_dataset(f"folder:{cifar_subset}")
+
+
+def _first(ds):
+    images, labels = next(iter(ds))
+    return images.numpy(), labels.numpy()
+
+
+def test_folder_dataset_metadata(cifar):
+    assert cifar.class_names == list(CIFAR_CLASSES)
+    assert cifar.num_classes == 10
+    assert (cifar.num_train, cifar.num_eval) == (100, 40)
+    assert cifar.eval_split == "test"
+    assert cifar.native_size == 32
+    assert cifar.default_image_size() == 32
+
+
+def test_decoded_images_and_labels(cifar):
+    images = [(image.numpy(), int(label)) for image, label in cifar.eval]
+    assert len(images) == 40
+    assert all(image.shape == (32, 32, 3) and image.dtype == np.uint8 for image, _ in images)
+    assert sorted({label for _, label in images}) == list(range(10))
+    assert cifar.train.element_spec[1].dtype == tf.int64
+
+
+def test_train_pipeline_shapes_and_range(cifar):
+    images, labels = _first(data.train_pipeline(cifar.train, 32, BATCH, seed=0))
+    assert images.shape == (BATCH, 32, 32, 3) and images.dtype == np.float32
+    assert labels.shape == (BATCH,) and labels.dtype == np.int64
+    low = (0 - max(preprocessing.IMAGENET_MEAN)) / min(preprocessing.IMAGENET_STD)
+    high = (1 - min(preprocessing.IMAGENET_MEAN)) / min(preprocessing.IMAGENET_STD)
+    assert low - 1e-5 <= images.min() and images.max() <= high + 1e-5
+    assert images.std() > 0.3
+
+
+def test_eval_pipeline_matches_eval_transform(cifar):
+    images, labels = _first(data.eval_pipeline(cifar.eval, 32, BATCH))
+    raw = np.stack([image.numpy() for image, _ in cifar.eval.take(BATCH)])
+    np.testing.assert_allclose(images, preprocessing.eval_transform(raw, 32).numpy(), atol=1e-6)
+    bigger, _ = _first(data.eval_pipeline(cifar.eval, 40, 2))
+    assert bigger.shape == (2, 40, 40, 3)
+
+
+def test_same_seed_same_batches(cifar):
+    def batches(seed):
+        stream = iter(data.train_pipeline(cifar.train, 32, BATCH, seed=seed))
+        return [next(stream) for _ in range(3)]
+
+    first, other = batches(7), batches(8)
+    tf.random.set_seed(0)  # the global seed has no say in the order
+    again = batches(7)
+    for (a, la), (b, lb) in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(la, lb)
+    assert not np.array_equal(first[0][0], other[0][0])
+
+
+def test_start_step_continues_the_stream(cifar):
+    """A resumed pipeline (start_step=k) yields batch k of the full stream, across epochs."""
+    full = iter(data.train_pipeline(cifar.train, 32, BATCH, seed=3, num_examples=100))
+    batches = [next(full) for _ in range(15)]  # 120 images: crosses the epoch boundary
+    for start in (5, 13):
+        resumed = data.train_pipeline(cifar.train, 32, BATCH, seed=3, num_examples=100,
+                                      start_step=start)
+        images, labels = _first(resumed)
+        np.testing.assert_array_equal(images, batches[start][0])
+        np.testing.assert_array_equal(labels, batches[start][1])
+
+
+def test_epochs_are_reshuffled(cifar):
+    stream = data.train_pipeline(cifar.train, 32, 100, seed=1).take(2)
+    first, second = [labels.numpy() for _, labels in stream]
+    assert sorted(first) == sorted(second) and not np.array_equal(first, second)
+
+
+def test_augmentation_changes_images(cifar):
+    image = next(iter(cifar.train))[0]
+    plain = preprocessing.normalize(image).numpy()
+    outs = [data.augment(image, 32, tf.constant([0, i], tf.int64)).numpy() for i in range(8)]
+    assert sum(not np.allclose(out, plain) for out in outs) >= 6
+    assert len({out.tobytes() for out in outs}) >= 5
+    large = data.augment(image, 96, tf.constant([0, 1], tf.int64))
+    assert large.shape == (96, 96, 3)
+
+
+def test_input_pipelines_split_each_global_batch(cifar):
+    """Two pipelines (workers) together yield exactly the one-pipeline batches."""
+    def pipeline(pipelines, index):
+        context = tf.distribute.InputContext(pipelines, index, 2)
+        return iter(data.train_pipeline(cifar.train, 32, BATCH, seed=5, input_context=context))
+
+    single = pipeline(1, 0)
+    workers = [pipeline(2, 0), pipeline(2, 1)]
+    for _ in range(3):
+        first, second = next(single), next(single)
+        for expected, worker in zip((first, second), workers):
+            images, labels = next(worker)
+            assert images.shape == (BATCH // 2, 32, 32, 3)
+            np.testing.assert_array_equal(images, expected[0])
+            np.testing.assert_array_equal(labels, expected[1])
+
+
+def test_distribute_per_replica_batches(cifar):
+    strategy = tf.distribute.MirroredStrategy(
+        ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())
+    dist = data.distribute(strategy, lambda ctx: data.train_pipeline(
+        cifar.train, 32, BATCH, seed=0, input_context=ctx), BATCH)
+    images, labels = next(iter(dist))
+    shapes = [tuple(t.shape) for t in strategy.experimental_local_results(images)]
+    assert shapes == [(BATCH // 2, 32, 32, 3)] * 2
+    with pytest.raises(ValueError, match="batch size 9 .* 2 replicas"):
+        data.distribute(strategy, lambda ctx: None, 9)
+
+
+def test_corrupt_images_are_skipped_and_counted(cifar_subset, tmp_path):
+    root = tmp_path / "cifar"
+    shutil.copytree(cifar_subset, root)
+    (root / "train" / "cat" / "zz_garbage.jpg").write_bytes(b"this is not a jpeg")
+    good = sorted((root / "train" / "dog").iterdir())[0].read_bytes()
+    (root / "train" / "dog" / "zz_truncated.jpg").write_bytes(good[:200])
+    ds = data.load_dataset(f"folder:{root}")
+    assert ds.num_train == 102
+    assert sum(1 for _ in ds.train) == 100
+    assert ds.skipped_images == 2
+    images, _ = _first(data.train_pipeline(ds.train, 32, BATCH, seed=0))
+    assert np.isfinite(images).all()
+
+
+def test_gray_and_rgba_images_become_rgb(tmp_path):
+    for split in ("train", "test"):
+        for label, channels in (("gray", 1), ("rgba", 4)):
+            folder = tmp_path / split / label
+            folder.mkdir(parents=True)
+            pixels = np.full((20, 20, channels), 200, np.uint8)
+            (folder / "a.png").write_bytes(tf.io.encode_png(pixels).numpy())
+    ds = data.load_dataset(f"folder:{tmp_path}")
+    assert ds.class_names == ["gray", "rgba"]
+    shapes = {tuple(image.shape) for image, _ in ds.train}
+    assert shapes == {(20, 20, 3)}
+    assert ds.native_size == 20
+
+
+def test_val_split_is_used_without_test(cifar_subset, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(os.path.join(cifar_subset, "train"), root / "train")
+    shutil.copytree(os.path.join(cifar_subset, "test"), root / "val")
+    ds = data.load_dataset(f"folder:{root}")
+    assert (ds.eval_split, ds.num_eval) == ("val", 40)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("folder:/no/such/folder", "does not exist"),
+    ("", "TFDS name"),
+    ("no_such_dataset_xyz", "unknown dataset 'no_such_dataset_xyz'"),
+    ("cifar1O", "did you mean: cifar10"),
+    ("imagenette/999px", "unknown config '999px'.*choices: .*160px"),
+])
+def test_bad_dataset_specs(spec, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        data.load_dataset(spec, data_dir=str(tmp_path))
+
+
+def test_bad_folders(cifar_subset, tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no train/ split folder"):
+        data.load_dataset(f"folder:{tmp_path / 'empty'}")
+    (tmp_path / "flat" / "train").mkdir(parents=True)
+    with pytest.raises(ValueError, match="no class folders"):
+        data.load_dataset(f"folder:{tmp_path / 'flat'}")
+    with pytest.raises(ValueError, match=r"no split 'val' \(splits: test, train\)"):
+        data.load_dataset(f"folder:{cifar_subset}", eval_split="val")
+
+
+def test_not_image_classification(tmp_path):
+    with pytest.raises(ValueError, match="'glue/cola' is not an image classification"):
+        data.load_dataset("glue/cola", data_dir=str(tmp_path))
+
+
+def _fake_prepared(name, data_dir, examples):
+    """Write TFDS metadata (split sizes) so mock_data serves NAME from DATA_DIR."""
+    tfds = data.tfds()
+    builder = tfds.builder(name, data_dir=data_dir)
+    builder.info.set_splits(tfds.core.SplitDict([
+        tfds.core.SplitInfo(name=split, shard_lengths=[examples], num_bytes=0)
+        for split in ("train", "test")]))
+    os.makedirs(builder.data_dir, exist_ok=True)
+    builder.info.write_to_directory(builder.data_dir)
+
+
+def test_tfds_names_with_mock_data(tmp_path):
+    tfds = data.tfds()
+    for name in ("cifar10", "mnist"):
+        _fake_prepared(name, str(tmp_path), 6)
+    with tfds.testing.mock_data(num_examples=6, data_dir=str(tmp_path)):
+        cifar = data.load_dataset("cifar10", data_dir=str(tmp_path))
+        assert (cifar.num_classes, cifar.num_train, cifar.native_size) == (10, 6, 32)
+        images, labels = _first(data.train_pipeline(cifar.train, 32, 4, seed=0))
+        assert images.shape == (4, 32, 32, 3) and labels.dtype == np.int64
+        mnist = data.load_dataset("mnist", data_dir=str(tmp_path))
+        image, _ = next(iter(mnist.train))
+        assert image.shape == (28, 28, 3) and mnist.default_image_size() == 28
+
+
+def test_tfds_not_prepared_offline(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "_online", lambda: False)
+    with pytest.raises(ValueError, match="not prepared .* pass --data-dir"):
+        data.load_dataset("cifar10", data_dir=str(tmp_path))

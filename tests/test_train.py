@@ -1,0 +1,374 @@
+"""The trainer: strategies, checkpoints and resumption, logs, bad input, CLI.
+
+Training runs use a ResNet-20 with one block per stage on the real CIFAR-10
+subset for a few steps. Subprocess tests (resume after SIGKILL, two workers)
+run the Python API through WORKER_SCRIPT.
+"""
+import glob
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import REPO
+from resnet_keras import cli, rundir
+from resnet_keras import train as train_lib
+
+TINY = {"depths": [1, 1, 1]}
+BATCH = 8
+
+# Runs resnet_keras.train.train(**json) in a fresh process; optional
+# "sleep_per_step" slows it down, "weights_out" saves the final weights.
+WORKER_SCRIPT = """
+import json, sys, time
+import numpy as np
+from resnet_keras.train import train
+
+args = json.loads(sys.argv[1])
+pause = args.pop("sleep_per_step", 0)
+out = args.pop("weights_out", None)
+
+class Pause:
+    def on_train_batch_end(self, step, logs):
+        time.sleep(pause)
+
+result = train(**args, callbacks=[Pause()] if pause else ())
+if out:
+    np.savez(out, *[np.asarray(v) for v in result.model.weights])
+print("RESULT " + json.dumps({"initial_step": result.initial_step, "steps": result.steps,
+                              "epochs": result.epochs, "history": result.history}))
+"""
+
+
+def _train(cifar_subset, model_dir, **kwargs):
+    options = dict(epochs=1, batch_size=BATCH, steps_per_epoch=3, seed=0,
+                   model_kwargs=TINY, strategy="one-device", verbose=0)
+    options.update(kwargs)
+    return train_lib.train("resnet20", f"folder:{cifar_subset}", model_dir=str(model_dir),
+                           **options)
+
+
+def _env(**extra):
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    env.pop("TF_CONFIG", None)
+    env.update(extra)
+    return env
+
+
+def _start_worker(args, **env):
+    return subprocess.Popen(
+        [sys.executable, "-c", WORKER_SCRIPT, json.dumps(args)], cwd=REPO, env=_env(**env),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _finish(process, timeout=240):
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        output, _ = process.communicate()
+        pytest.fail(f"worker timed out:\n{output[-3000:]}")
+    assert process.returncode == 0, output[-3000:]
+    line = [ln for ln in output.splitlines() if ln.startswith("RESULT ")][-1]
+    return json.loads(line[len("RESULT "):])
+
+
+def _worker_args(cifar_subset, model_dir, **kwargs):
+    args = dict(model_name="resnet20", dataset=f"folder:{cifar_subset}",
+                model_dir=str(model_dir), epochs=1, batch_size=BATCH, steps_per_epoch=3,
+                seed=0, model_kwargs=TINY, verbose=0)
+    args.update(kwargs)
+    return args
+
+
+def _tensorboard_tags(log_dir):
+    tags = {}
+    for path in glob.glob(os.path.join(log_dir, "*", "events.out.tfevents.*")):
+        run = os.path.basename(os.path.dirname(path))
+        for record in tf.data.TFRecordDataset(path):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                tags.setdefault(run, set()).add(value.tag)
+    return tags
+
+
+def _cli(capsys, *argv):
+    status = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+@pytest.fixture(scope="module")
+def one_device_run(cifar_subset, tmp_path_factory):
+    model_dir = tmp_path_factory.mktemp("run") / "one_device"
+    result = _train(cifar_subset, model_dir, epochs=2, checkpoint_every=2)
+    return result, str(model_dir)
+
+
+# --------------------------------------------------------------------------
+# Training runs
+
+
+def test_one_device_training_writes_the_run(one_device_run):
+    result, model_dir = one_device_run
+    assert result.steps == 6 and result.initial_step == 0 and result.epochs == 2
+    assert [h["epoch"] for h in result.history] == [1, 2]
+    assert all(np.isfinite(h["loss"]) and np.isfinite(h["val_loss"]) for h in result.history)
+    assert 0.0 <= result.top1 <= 1.0 and result.top1 <= result.top5
+    for name in (rundir.BEST_MODEL, rundir.FINAL_MODEL, rundir.CONFIG_FILE):
+        assert os.path.isfile(rundir.path(model_dir, name))
+    latest = tf.train.latest_checkpoint(rundir.path(model_dir, rundir.BACKUP_DIR))
+    assert latest.endswith("ckpt-6")
+    config = rundir.read_run_config(model_dir)
+    assert config["model"] == "resnet20"
+    assert config["model_kwargs"] == {
+        "classes": 10, "input_shape": [32, 32, 3], "depths": [1, 1, 1]}
+    assert config["class_names"][:2] == ["airplane", "automobile"]
+    assert (config["num_classes"], config["image_size"], config["batch_size"]) == (10, 32, BATCH)
+    assert (config["epochs"], config["seed"]) == (2, 0)
+    assert config["recipe"]["optimizer"] == "sgd"
+    assert config["recipe"]["learning_rate"] == pytest.approx(0.1 * BATCH / 256)
+    assert config["result"]["top1"] == pytest.approx(result.top1)
+
+
+def test_tensorboard_logs(one_device_run):
+    _, model_dir = one_device_run
+    tags = _tensorboard_tags(rundir.path(model_dir, rundir.LOG_DIR))
+    assert {"loss", "accuracy", "learning_rate", "images_per_second", "input_images",
+            "run_config", "_hparams_/session_start_info"} <= tags["train"]
+    assert {"epoch_loss", "epoch_accuracy", "epoch_top5"} <= tags["validation"]
+
+
+def test_saved_model_matches_and_evaluate_reports_it(one_device_run, cifar_subset):
+    result, model_dir = one_device_run
+    best = max(h["val_accuracy"] for h in result.history)
+    metrics = train_lib.evaluate(model_dir, f"folder:{cifar_subset}")
+    assert metrics["count"] == 40 and metrics["split"] == "test"
+    assert metrics["top1"] == pytest.approx(best, abs=1e-6)
+    done = subprocess.run(  # a fresh process: the saved model loads without the builders
+        [sys.executable, "-m", "resnet_keras.cli", "evaluate", "--model-dir", model_dir,
+         "--dataset", f"folder:{cifar_subset}"], env=_env(), capture_output=True, text=True,
+        timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"top-1 {best:.4f}" in done.stdout and "top-5" in done.stdout
+
+
+def test_rerun_of_a_finished_run_trains_nothing(one_device_run, cifar_subset):
+    _, model_dir = one_device_run
+    again = _train(cifar_subset, model_dir, epochs=2, checkpoint_every=2)
+    assert (again.initial_step, again.steps, again.history) == (6, 6, [])
+    assert again.top1 is not None
+
+
+def test_mirrored_two_cpu_replicas(cifar_subset, tmp_path):
+    result = _train(cifar_subset, tmp_path, strategy="mirrored", num_cpu_replicas=2)
+    assert result.steps == 3 and np.isfinite(result.history[0]["loss"])
+    assert rundir.read_run_config(str(tmp_path))["num_replicas"] == 2
+    moving = [v for v in result.model.non_trainable_variables if "moving_mean" in v.path]
+    assert moving
+    for variable in moving:  # per-replica copies were averaged before saving
+        copies = [np.asarray(c) for c in variable.value.values]
+        assert len(copies) == 2 and np.array_equal(copies[0], copies[1])
+
+
+def test_mixed_precision_and_step_schedule(cifar_subset, tmp_path):
+    result = _train(cifar_subset, tmp_path, mixed_precision=True, schedule="step",
+                    optimizer="adamw", label_smoothing=0.1, max_steps=2)
+    assert result.steps == 2 and np.isfinite(result.history[0]["loss"])
+    assert "float16" in str(result.model.get_layer("conv1_conv").dtype_policy)
+    assert result.model.output.dtype == "float32"
+    import keras
+
+    assert keras.config.dtype_policy().name == "float32"  # restored after building
+
+
+def test_weight_decay_skips_biases_and_batch_norm():
+    from resnet_keras import build_model
+
+    model = build_model("resnet20", classes=10, input_shape=(32, 32, 3), depths=(1, 1, 1))
+    recipe = train_lib.default_recipe(batch_size=8, num_train=100, steps_per_epoch=3,
+                                      total_steps=3)
+    assert recipe.weight_decay == 5e-4
+    loop = train_lib._Loop(tf.distribute.get_strategy(), model, None, recipe, 8, 10)
+    kernels = [v for v in model.trainable_variables if len(v.shape) > 1]
+    assert loop.decayed == kernels and len(kernels) < len(model.trainable_variables)
+
+
+def test_learning_rate_schedule():
+    cosine = train_lib.WarmupDecay(1.0, total=100, warmup=10, kind="cosine")
+    values = [float(cosine(step)) for step in (0, 9, 10, 55, 99)]
+    assert values[0] == pytest.approx(0.1) and values[1] == pytest.approx(1.0)
+    assert values[2] == pytest.approx(1.0) and values[3] == pytest.approx(0.5, abs=0.01)
+    assert values[4] < 0.01
+    step = train_lib.WarmupDecay(1.0, total=90, warmup=0, kind="step")
+    assert [float(step(s)) for s in (0, 29, 31, 61, 89)] == pytest.approx(
+        [1.0, 1.0, 0.1, 0.01, 0.01])
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(cifar_subset, tmp_path):
+    _train(cifar_subset, tmp_path, epochs=1, steps_per_epoch=2)
+    backup = rundir.path(str(tmp_path), rundir.BACKUP_DIR)
+    final = rundir.path(str(tmp_path), rundir.FINAL_MODEL)
+    stamp = os.path.getmtime(final)
+    with pytest.raises(train_lib.TrainingDiverged, match="last good checkpoint is kept"):
+        _train(cifar_subset, tmp_path, epochs=3, steps_per_epoch=2, learning_rate=1e30,
+               checkpoint_every=1)
+    latest = tf.train.latest_checkpoint(backup)
+    assert int(latest.rsplit("-", 1)[1]) < 6  # saved before the loss became NaN
+    reader = tf.train.load_checkpoint(latest)
+    for name, _ in tf.train.list_variables(latest):
+        value = reader.get_tensor(name)
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+            assert np.isfinite(value).all(), name
+    assert os.path.getmtime(final) == stamp
+
+
+# --------------------------------------------------------------------------
+# Fault tolerance and multi-worker training (subprocesses)
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill(cifar_subset, tmp_path):
+    model_dir = tmp_path / "run"
+    args = _worker_args(cifar_subset, model_dir, epochs=3, steps_per_epoch=4,
+                        checkpoint_every=2)
+    process = _start_worker(dict(args, sleep_per_step=0.5))
+    index = rundir.path(str(model_dir), os.path.join(rundir.BACKUP_DIR, "ckpt-6.index"))
+    deadline = time.time() + 180
+    while not os.path.exists(index):  # killed in epoch 2, after the step-6 checkpoint
+        assert process.poll() is None, process.communicate()[0][-3000:]
+        assert time.time() < deadline, "no checkpoint at step 6"
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+    assert not os.path.exists(rundir.path(str(model_dir), rundir.FINAL_MODEL))
+
+    resumed = _finish(_start_worker(dict(args, weights_out=str(tmp_path / "resumed.npz"))))
+    assert 6 <= resumed["initial_step"] < 12
+    assert resumed["steps"] == 12 and resumed["epochs"] == 3
+    assert resumed["history"][-1]["epoch"] == 3
+    assert os.path.isfile(rundir.path(str(model_dir), rundir.FINAL_MODEL))
+
+    straight = _finish(_start_worker(dict(args, model_dir=str(tmp_path / "straight"),
+                                          weights_out=str(tmp_path / "straight.npz"))))
+    assert straight["initial_step"] == 0 and straight["steps"] == 12
+    a, b = np.load(tmp_path / "resumed.npz"), np.load(tmp_path / "straight.npz")
+    for key in a.files:  # the resumed run continued exactly where it stopped
+        np.testing.assert_allclose(a[key], b[key], atol=1e-5, err_msg=key)
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_multi_worker_matches_single_process_mirrored(cifar_subset, tmp_path):
+    """Two workers (one replica each) end with the weights of one process with
+    two replicas: same global batch, same seed, same per-replica slices, so
+    even the per-replica batch-norm statistics agree."""
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    args = _worker_args(cifar_subset, tmp_path / "multi", steps_per_epoch=4,
+                        strategy="multi-worker")
+    workers = [
+        _start_worker(dict(args, weights_out=str(tmp_path / f"worker{i}.npz")),
+                      TF_CONFIG=json.dumps({"cluster": cluster,
+                                            "task": {"type": "worker", "index": i}}))
+        for i in range(2)]
+    reference = _start_worker(dict(
+        args, strategy="mirrored", num_cpu_replicas=2, model_dir=str(tmp_path / "single"),
+        weights_out=str(tmp_path / "single.npz")))
+    results = [_finish(p) for p in workers + [reference]]
+    assert all(r["steps"] == 4 for r in results)
+    weights = [np.load(tmp_path / f"{name}.npz") for name in ("worker0", "worker1", "single")]
+    for key in weights[0].files:
+        np.testing.assert_allclose(weights[0][key], weights[1][key], atol=1e-5, err_msg=key)
+        np.testing.assert_allclose(weights[0][key], weights[2][key], atol=1e-5, err_msg=key)
+    assert os.path.isfile(rundir.path(str(tmp_path / "multi"), rundir.FINAL_MODEL))
+    assert rundir.read_run_config(str(tmp_path / "multi"))["num_replicas"] == 2
+
+
+# --------------------------------------------------------------------------
+# Command line and bad input
+
+
+def test_cli_train_and_export(cifar_subset, tmp_path, capsys):
+    model_dir, export_dir = tmp_path / "run", tmp_path / "export"
+    status, out, err = _cli(
+        capsys, "train", "--model", "resnet20", "--dataset", f"folder:{cifar_subset}",
+        "--epochs", "1", "--batch-size", "8", "--max-steps", "2", "--seed", "1",
+        "--model-dir", str(model_dir), "--export-dir", str(export_dir))
+    assert status == 0, err
+    summary = out.strip().splitlines()[-1]
+    assert summary.startswith("done: resnet20") and "top-1" in summary
+    assert str(export_dir / "1") in summary
+    assert os.path.isfile(export_dir / "1" / "saved_model.pb")
+
+
+def test_example_script(cifar_subset, tmp_path):
+    command = [sys.executable, os.path.join(REPO, "examples", "train_cifar10.py"),
+               "--data", str(cifar_subset), "--tiny", "--epochs", "1", "--steps-per-epoch", "2",
+               "--model-dir", str(tmp_path / "run"), "--export-dir", str(tmp_path / "export")]
+    done = subprocess.run(command, cwd=str(tmp_path), env=_env(), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "val top-1" in done.stdout and "exported to" in done.stdout
+    assert os.path.isdir(tmp_path / "export" / "1")
+
+
+def _train_argv(cifar_subset, model_dir, *extra):
+    return ["train", "--model", "resnet20", "--dataset", f"folder:{cifar_subset}",
+            "--epochs", "1", "--batch-size", "8", "--model-dir", str(model_dir), *extra]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("--dataset", "no_such_dataset_xyz"), "unknown dataset 'no_such_dataset_xyz'"),
+    (("--dataset", "folder:/no/such/folder"), "'/no/such/folder' does not exist"),
+    (("--strategy", "mirrored", "--num-cpu-replicas", "2", "--batch-size", "3"),
+     "batch size 3 is not divisible by the 2 replicas"),
+    (("--model", "resnet999"), "resnet999"),
+    (("--strategy", "multi-worker"), "needs TF_CONFIG"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(cifar_subset, tmp_path, capsys, monkeypatch,
+                                                  extra, message):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    model_dir = tmp_path / "run"
+    status, _, err = _cli(capsys, *_train_argv(cifar_subset, model_dir), *extra)
+    assert status == 2
+    assert len(err.strip().splitlines()) == 1 and message in err, err
+    assert not model_dir.exists()
+
+
+def test_bad_tf_config(cifar_subset, tmp_path, capsys, monkeypatch):
+    for config, message in (("{not json", "TF_CONFIG is not valid"),
+                            ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", '
+                             '"index": 3}}', "is not in the cluster")):
+        monkeypatch.setenv("TF_CONFIG", config)
+        status, _, err = _cli(capsys, *_train_argv(cifar_subset, tmp_path / "run"),
+                              "--strategy", "multi-worker")
+        assert status == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_model_dir_of_another_model_is_refused(one_device_run, cifar_subset, capsys):
+    _, model_dir = one_device_run
+    before = {name: os.path.getmtime(os.path.join(model_dir, name))
+              for name in os.listdir(model_dir)}
+    status, _, err = _cli(capsys, *_train_argv(cifar_subset, model_dir)[:-2],
+                          "--model-dir", model_dir, "--model", "resnet32")
+    assert status == 2 and "holds a different run (model 'resnet20'" in err, err
+    after = {name: os.path.getmtime(os.path.join(model_dir, name))
+             for name in os.listdir(model_dir)}
+    assert after == before
