@@ -350,9 +350,14 @@ class _Loop:
         return [self.strategy.reduce("SUM", r, axis=None) for r in results]
 
     def _replica_eval(self, images, labels):
-        probabilities = self.model(images, training=False)
-        return _sums(self._loss(labels, probabilities), probabilities, labels,
-                     min(5, self.num_classes))
+        # The last evaluation step can leave a replica with an empty batch,
+        # which convolutions and batch norm reject: it contributes zeros.
+        def run():
+            probabilities = self.model(images, training=False)
+            return _sums(self._loss(labels, probabilities), probabilities, labels,
+                         min(5, self.num_classes))
+
+        return tf.cond(tf.shape(images)[0] > 0, run, lambda: (tf.constant(0.0),) * 4)
 
     def _eval_step(self, batch):
         results = self.strategy.run(self._replica_eval, args=batch)
@@ -816,6 +821,8 @@ def train_main(args):
         cache=args.cache, output_stride=args.output_stride,
         checkpoint_every=args.checkpoint_every)
     print(summary_line(result))
+    logs = rundir.path(result.model_dir, rundir.LOG_DIR)
+    print(f"TensorBoard logs: {logs}  (view with: tensorboard --logdir {logs})")
     return 0
 
 

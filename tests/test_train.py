@@ -178,6 +178,16 @@ def test_mirrored_two_cpu_replicas(cifar_subset, tmp_path):
         assert len(copies) == 2 and np.array_equal(copies[0], copies[1])
 
 
+def test_mirrored_evaluation_with_an_empty_replica_batch(cifar_subset, tmp_path):
+    # 40 test images in per-replica batches of 8: the last evaluation step
+    # gives one replica 8 images and the other none.
+    result = _train(cifar_subset, tmp_path, strategy="mirrored", num_cpu_replicas=2,
+                    batch_size=16, steps_per_epoch=1)
+    assert result.history[0]["val_accuracy"] >= 0.0
+    metrics = train_lib.evaluate(str(tmp_path), f"folder:{cifar_subset}", batch_size=16)
+    assert metrics["count"] == 40
+
+
 def test_mixed_precision_and_step_schedule(cifar_subset, tmp_path):
     result = _train(cifar_subset, tmp_path, mixed_precision=True, schedule="step",
                     optimizer="adamw", label_smoothing=0.1, max_steps=2)
