@@ -820,9 +820,9 @@ def train_main(args):
         steps_per_epoch=args.steps_per_epoch, train_subset=args.train_subset,
         cache=args.cache, output_stride=args.output_stride,
         checkpoint_every=args.checkpoint_every)
-    print(summary_line(result))
     logs = rundir.path(result.model_dir, rundir.LOG_DIR)
     print(f"TensorBoard logs: {logs}  (view with: tensorboard --logdir {logs})")
+    print(summary_line(result))
     return 0
 
 

@@ -324,6 +324,7 @@ def test_cli_train_and_export(cifar_subset, tmp_path, capsys):
     assert status == 0, err
     summary = out.strip().splitlines()[-1]
     assert summary.startswith("done: resnet20") and "top-1" in summary
+    assert f"tensorboard --logdir {model_dir / 'logs'}" in out
     assert str(export_dir / "1") in summary
     assert os.path.isfile(export_dir / "1" / "saved_model.pb")
 
