@@ -162,6 +162,10 @@ def build_parser():
                    help="families to search (default: all)")
     p.add_argument("--block", nargs="+", choices=("basic", "bottleneck"), default=None,
                    help="block types to search (default: both)")
+    p.add_argument("--depth-range", nargs=2, type=_positive_int, default=None,
+                   metavar=("MIN", "MAX"), help="blocks per searched stage")
+    p.add_argument("--groups", nargs="+", type=_positive_int, default=None,
+                   help="bottleneck cardinalities to search (default: 1 2 4 8 16 32)")
     p.add_argument("--max-params", type=_positive_float, default=None,
                    help="skip candidates with more parameters")
     p.add_argument("--max-flops", type=_positive_float, default=None,

@@ -41,6 +41,9 @@ the ones above the limit; they are never proposed again. A candidate that
 still arrives over budget (e.g. from a user's fixed values) fails with
 ``keras_tuner.errors.FailedTrialError`` before training. If even the smallest
 candidate of the space is over the limit, ``search`` raises ValueError.
+Multiply-adds are not CPU time: TensorFlow's grouped convolutions are several
+times slower per multiply-add on CPUs, so a CPU-only search is best run with
+``groups=(1,)`` (``--groups 1``).
 
 Each trial is one :func:`resnet_keras.train.train` run in
 ``DIRECTORY/<project>/trial_<id>/`` (run_config.json, resumable backup/
@@ -468,17 +471,14 @@ _CHEAPEST_IS_MAX = ("groups", "output_stride")
 
 def _cheapest_values(space):
     """Per family and block, the values of the cheapest candidate of ``space``."""
-    families = [None] + _space_values(space, "family")
-    blocks = [None] + _space_values(space, "block")
-    for family in families[1:] or families:
-        for block in blocks[1:] or blocks:
+    for family in _space_values(space, "family"):
+        for block in _space_values(space, "block"):
             pinned = {"family": family, "block": block}
             hps = keras_tuner.HyperParameters()
             for param in space.space:
                 hps.merge([param])
                 if hps.is_active(param):
-                    hps.values[param.name] = (pinned[param.name] if pinned.get(param.name)
-                                              else _cheapest(param))
+                    hps.values[param.name] = pinned.get(param.name, _cheapest(param))
             yield hps.values
 
 
@@ -611,8 +611,9 @@ class _BudgetMixin:
         self._tried_so_far.add(self._compute_values_hash(values))
         return False
 
-
     def _record_values(self, trial):
+        # Same-name branches (depth_1 per family, groups per width) need a
+        # name-aware ensure_active_values; see the function below.
         hps = trial.hyperparameters
         hps.ensure_active_values = lambda: ensure_active_values(hps)
         try:
@@ -977,7 +978,8 @@ def tune_main(args):
     size = args.image_size or dataset.default_image_size()
     hypermodel = HyperResNet(
         dataset.num_classes, (size, size, 3), families=args.family or FAMILIES,
-        blocks=args.block or BLOCKS, max_params=args.max_params, max_flops=args.max_flops)
+        blocks=args.block or BLOCKS, max_params=args.max_params, max_flops=args.max_flops,
+        depth_range=args.depth_range, groups=args.groups or DEFAULT_GROUPS)
     tuner = make_tuner(args.tuner, hypermodel, args.directory, args.max_trials,
                        max_epochs=args.epochs, seed=args.seed)
     tuner.search(args.dataset, data_dir=args.data_dir, epochs=args.epochs,
