@@ -30,7 +30,7 @@ def import_tensorflow():
 
 def _import():
     try:
-        import keras  # noqa: F401
+        import keras  # noqa: F401  (imported for its side effect)
         import tensorflow  # noqa: F401
     except ModuleNotFoundError as err:
         if err.name == "tensorflow":

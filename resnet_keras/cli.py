@@ -75,6 +75,20 @@ def _add_data_args(parser):
                         help="TFDS data directory (default: $TFDS_DATA_DIR)")
 
 
+def _add_run_args(parser, strategies):
+    """Training-budget and device arguments shared by train and tune."""
+    parser.add_argument("--image-size", type=_positive_int, default=None,
+                        help="training resolution (default: 32 for small images, else 224)")
+    parser.add_argument("--strategy", choices=strategies, default="auto")
+    parser.add_argument("--num-cpu-replicas", type=_positive_int, default=None,
+                        help="with --strategy mirrored and no GPU: split the CPU into N devices")
+    parser.add_argument("--train-subset", type=_positive_int, default=None,
+                        help="train on the first N training images only")
+    parser.add_argument("--steps-per-epoch", type=_positive_int, default=None)
+    parser.add_argument("--max-steps", type=_positive_int, default=None,
+                        help="stop a training run after this many steps in all")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="resnet-keras",
@@ -102,11 +116,6 @@ def build_parser():
                    help="checkpoints, TensorBoard logs and the run config")
     p.add_argument("--export-dir", default=None,
                    help="export a SavedModel to EXPORT_DIR/<version> at the end")
-    p.add_argument("--image-size", type=_positive_int, default=None,
-                   help="training resolution (default: 32 for small images, else 224)")
-    p.add_argument("--strategy", choices=STRATEGIES, default="auto")
-    p.add_argument("--num-cpu-replicas", type=_positive_int, default=None,
-                   help="with --strategy mirrored and no GPU: split the CPU into N devices")
     p.add_argument("--mixed-precision", action="store_true")
     p.add_argument("--jit-compile", action="store_true", help="compile steps with XLA")
     p.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
@@ -116,13 +125,9 @@ def build_parser():
     p.add_argument("--warmup-epochs", type=float, default=None)
     p.add_argument("--label-smoothing", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--max-steps", type=_positive_int, default=None,
-                   help="stop after this many training steps in all")
-    p.add_argument("--steps-per-epoch", type=_positive_int, default=None)
-    p.add_argument("--train-subset", type=_positive_int, default=None,
-                   help="use only the first N training images")
     p.add_argument("--cache", action="store_true", help="cache decoded images in memory")
     p.add_argument("--output-stride", type=_positive_int, default=None)
+    _add_run_args(p, STRATEGIES)
     p.add_argument("--checkpoint-every", type=_positive_int, default=None,
                    help="steps between checkpoints (default: min(steps per epoch, 500)) "
                         "besides each epoch end")
@@ -170,19 +175,10 @@ def build_parser():
                    help="skip candidates with more parameters")
     p.add_argument("--max-flops", type=_positive_float, default=None,
                    help="skip candidates with more multiply-adds per image")
-    p.add_argument("--image-size", type=_positive_int, default=None,
-                   help="training resolution (default: 32 for small images, else 224)")
-    p.add_argument("--strategy", choices=("auto", "mirrored", "one-device"), default="auto")
-    p.add_argument("--num-cpu-replicas", type=_positive_int, default=None,
-                   help="with --strategy mirrored and no GPU: split the CPU into N devices")
     p.add_argument("--seed", type=_positive_int, default=1,
                    help="seeds the sampling and every trial's training")
-    p.add_argument("--train-subset", type=_positive_int, default=None,
-                   help="train each trial on the first N training images")
-    p.add_argument("--steps-per-epoch", type=_positive_int, default=None)
-    p.add_argument("--max-steps", type=_positive_int, default=None,
-                   help="stop each trial after this many training steps")
     p.add_argument("--quiet", action="store_true", help="no per-epoch training output")
+    _add_run_args(p, ("auto", "mirrored", "one-device"))
     p.set_defaults(func=_lazy("tuning", "tune_main"))
     return parser
 
