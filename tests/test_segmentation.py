@@ -1,35 +1,24 @@
 """DRNSeg: exact transposed-conv upsampling, fyu/drn checkpoints, training."""
 import glob
-import importlib.util
-import json
 import math
 import os
 
 import keras
 import numpy as np
 import pytest
-from conftest import REFERENCE
 from PIL import Image, ImageDraw
 
 import resnet_keras
 from resnet_keras.segmentation import (DepthwiseConvTranspose2D, bilinear_kernel,
                                        build_segmentation_model)
 from resnet_keras.weights import load_torch_state_dict, torch_key_map
+from reference import reference_state_dict
 
-TORCH_KEYS = os.path.join(REFERENCE, "torch_keys")
 
 
 def seg19_state_dict(name, seed=1234):
     """The full fyu/drn DRNSeg (19 classes) state dict, by the golden recipe."""
-    if not os.path.isdir(TORCH_KEYS):
-        pytest.skip(f"shared reference not found at {REFERENCE}")
-    spec = importlib.util.spec_from_file_location(
-        "golden_recipe", os.path.join(REFERENCE, "golden", "recipe.py"))
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
-    with open(os.path.join(TORCH_KEYS, f"{name}_seg19.keys.json")) as f:
-        keys = [(k, tuple(s)) for k, s in json.load(f)]
-    return recipe.make_state_dict(keys, seed)
+    return reference_state_dict(f"{name}_seg19", seed)
 
 
 def transposed_conv_reference(x, kernel, stride, padding):
@@ -148,14 +137,7 @@ def test_seg19_checkpoint_reproduces_the_reference_computation(tmp_path):
 def test_classification_checkpoint_initialises_the_trunk():
     """fyu/drn's default: ImageNet classification weights in the base, seg and up
     as initialised (fc is ignored)."""
-    if not os.path.isdir(TORCH_KEYS):
-        pytest.skip(f"shared reference not found at {REFERENCE}")
-    spec = importlib.util.spec_from_file_location(
-        "golden_recipe", os.path.join(REFERENCE, "golden", "recipe.py"))
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
-    with open(os.path.join(TORCH_KEYS, "drn_d_22.keys.json")) as f:
-        sd = recipe.make_state_dict(json.load(f), 1234)
+    sd = reference_state_dict("drn_d_22")
     model = build_segmentation_model("drn_d_22", 4)
     up = np.asarray(model.get_layer("up").kernel)
     load_torch_state_dict(model, sd)

@@ -5,53 +5,24 @@ the shared golden recipe (numpy only) and the golden vectors are the
 reference outputs of torchvision / fyu/drn on them.
 """
 import glob
-import importlib.util
-import json
 import os
 
 import keras
 import numpy as np
 import pytest
-from conftest import REFERENCE
 from PIL import Image
 
 import resnet_keras
 from resnet_keras import weights as weights_lib
 from resnet_keras.weights import load_torch_state_dict, torch_key_map
+from reference import GOLDEN, TORCH_KEYS, golden_recipe, need_reference, reference_state_dict
 
-GOLDEN = os.path.join(REFERENCE, "golden")
-TORCH_KEYS = os.path.join(REFERENCE, "torch_keys")
 KEY_FILES = sorted(glob.glob(os.path.join(TORCH_KEYS, "*.keys.json")))
 CLASSIFIERS = [os.path.basename(f)[:-len(".keys.json")] for f in KEY_FILES
                if not f.endswith("_seg19.keys.json")]
 # Big models: several seconds each to build and fill on 2 cores.
 BIG = {"resnet101", "resnet152", "resnext101_32x8d", "wide_resnet50_2",
        "wide_resnet101_2", "drn_d_105"}
-
-
-def _need_reference():
-    if not os.path.isdir(TORCH_KEYS):
-        pytest.skip(f"shared reference not found at {REFERENCE}")
-
-
-def _recipe():
-    _need_reference()
-    spec = importlib.util.spec_from_file_location("golden_recipe",
-                                                  os.path.join(GOLDEN, "recipe.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def torch_keys(name):
-    _need_reference()
-    with open(os.path.join(TORCH_KEYS, f"{name}.keys.json")) as f:
-        return [(key, tuple(shape)) for key, shape in json.load(f)]
-
-
-def state_dict(name, seed=1234):
-    """The reference's full state dict for ``name`` (the golden recipe)."""
-    return _recipe().make_state_dict(torch_keys(name), seed)
 
 
 def rel_l2(value, reference):
@@ -243,14 +214,14 @@ def test_keras3_weights_mismatch_restores_model(keras_apps):
 
 @pytest.mark.parametrize("name", ["resnet18", "drn_d_22"])
 def test_golden_vectors(name):
-    _need_reference()
+    need_reference()
     golden = np.load(os.path.join(GOLDEN, f"{name}.npz"))
     assert list(golden["input_shape"]) == [2, 3, 224, 224]
     model = resnet_keras.build_model(name, classifier_activation=None)
-    sd = state_dict(name, int(golden["weight_seed"]))
+    sd = reference_state_dict(name, int(golden["weight_seed"]))
     load_torch_state_dict(model, sd)
     both = keras.Model(model.input, [model.output, model.get_layer("avg_pool").output])
-    x = _recipe().make_input(int(golden["input_seed"]), (2, 3, 224, 224)).transpose(0, 2, 3, 1)
+    x = golden_recipe().make_input(int(golden["input_seed"]), (2, 3, 224, 224)).transpose(0, 2, 3, 1)
     logits, features = (np.asarray(o, "float64") for o in both.predict(x, verbose=0))
     assert logits.dtype == features.dtype == np.float64
     assert rel_l2(logits, golden["logits"]) <= 1e-5
@@ -272,7 +243,7 @@ def test_every_reference_state_dict_loads_completely(name):
     """The full reference state dict loads with nothing missing, unexpected or
     mis-shaped, and every weight lands where the mapping says."""
     model = resnet_keras.build_model(name, input_shape=(32, 32, 3))
-    sd = state_dict(name)
+    sd = reference_state_dict(name)
     load_torch_state_dict(model, sd)
     assert_loaded_exactly(model, sd)
     key_map = torch_key_map(model)
@@ -291,7 +262,7 @@ def test_every_reference_state_dict_loads_completely(name):
 
 @pytest.fixture(scope="module")
 def resnet18_sd():
-    return state_dict("resnet18")
+    return reference_state_dict("resnet18")
 
 
 def test_classifier_is_optional(resnet18_sd):
