@@ -8,7 +8,7 @@ CIFAR := $(CACHE)/cifar10_jpeg
 RUN_DIR ?= runs/demo
 EXTRAS ?= cpu
 
-.PHONY: install demo test bench
+.PHONY: install demo test bench results
 
 install:
 	$(PYTHON) -m pip install -e ".[$(EXTRAS)]"
@@ -32,5 +32,11 @@ test:
 	$(PYTHON) -m pip install -e ".[$(EXTRAS),test]"
 	$(PYTHON) -m pytest tests
 
+# Speed against keras.applications and the hardware (about 25 minutes on 2 cores),
+# and the DRN-vs-ResNet accuracy protocol on CIFAR-10 (about 70 minutes).
 bench: install
-	$(PYTHON) benchmarks/bench_forward.py
+	$(PYTHON) -m resnet_keras benchmark all --output benchmarks/results.json
+
+results:
+	$(PYTHON) -m pip install -e ".[$(EXTRAS),results]"
+	$(PYTHON) -m resnet_keras results --out results/cifar10

@@ -15,33 +15,31 @@ To serve it for real:
 """
 import argparse
 import os
-import tarfile
 import tempfile
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from resnet_keras import build_model, export, preprocessing, rundir
+from resnet_keras import build_model, data, export, preprocessing, rundir
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-CIFAR_TARBALL = os.path.join(HERE, "..", "..", "shared", "datasets", "cifar10_jpeg.tar.gz")
+CIFAR_TARBALL = data.default_cifar10_archive()
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
                  "dog", "frog", "horse", "ship", "truck"]
 
 
 def cifar_samples(tarball, split, per_class):
     """[(jpeg bytes, class index)]: the first PER_CLASS images of each class."""
-    samples, counts = [], {}
-    with tarfile.open(tarball, "r:gz") as tar:
-        for member in tar:
-            parts = member.name.split("/")
-            if not member.isfile() or len(parts) != 4 or parts[1] != split:
-                continue
-            label = CIFAR_CLASSES.index(parts[2])
-            if counts.get(label, 0) < per_class:
-                counts[label] = counts.get(label, 0) + 1
-                samples.append((tar.extractfile(member).read(), label))
+    with tempfile.TemporaryDirectory() as folder:
+        per_split = {"train": 0, "test": 0}
+        per_split[split] = per_class
+        data.extract_subset(tarball, folder, per_split["train"], per_split["test"])
+        samples = []
+        for label, name in enumerate(CIFAR_CLASSES):
+            class_dir = os.path.join(folder, split, name)
+            for filename in sorted(os.listdir(class_dir)):
+                with open(os.path.join(class_dir, filename), "rb") as f:
+                    samples.append((f.read(), label))
     return samples
 
 

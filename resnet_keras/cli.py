@@ -116,7 +116,9 @@ def build_parser():
                    help="checkpoints, TensorBoard logs and the run config")
     p.add_argument("--export-dir", default=None,
                    help="export a SavedModel to EXPORT_DIR/<version> at the end")
-    p.add_argument("--mixed-precision", action="store_true")
+    p.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=None,
+                   help="bfloat16 (CPU) / float16 (GPU) compute with float32 weights "
+                        "(default: on for CPUs with native bfloat16, else off)")
     p.add_argument("--jit-compile", action="store_true", help="compile steps with XLA")
     p.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
     p.add_argument("--learning-rate", type=_positive_float, default=None)
@@ -180,6 +182,43 @@ def build_parser():
     p.add_argument("--quiet", action="store_true", help="no per-epoch training output")
     _add_run_args(p, ("auto", "mirrored", "one-device"))
     p.set_defaults(func=_lazy("tuning", "tune_main"))
+    p = sub.add_parser("results", help="train ResNet and DRN under one protocol; table "
+                                       "and plots")
+    p.add_argument("--out", required=True,
+                   help="folder for results.md/.csv/.json, the PNG plots and the runs")
+    p.add_argument("--protocol", default="cifar10-short")
+    p.add_argument("--dataset", default=None,
+                   help="TFDS name or folder:PATH (default: the offline CIFAR-10 copy)")
+    p.add_argument("--models", nargs="+", default=None, metavar="LABEL",
+                   help="run only these models of the protocol")
+    p.add_argument("--epochs", type=_positive_int, default=None,
+                   help="override every model's epochs (shorter trials)")
+    p.add_argument("--train-subset", type=_positive_int, default=None,
+                   help="train on the first N training images only")
+    p.add_argument("--steps-per-epoch", type=_positive_int, default=None)
+    p.add_argument("--strategy", choices=("auto", "mirrored", "one-device"), default="auto")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch training output")
+    p.set_defaults(func=_lazy("results", "results_main"))
+    p = sub.add_parser("benchmark", help="training, serving and input-pipeline speed "
+                                         "against keras.applications and the hardware")
+    p.add_argument("suite", choices=("train", "serve", "pipeline", "forward", "all"),
+                   help="all: resnet50 at 224 and resnet20 at 32 training, resnet50 "
+                        "serving, the CIFAR-10 pipeline")
+    p.add_argument("--model", default="resnet50")
+    p.add_argument("--image-size", type=_positive_int, default=224)
+    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument("--classes", type=_positive_int, default=1000,
+                   help="classes of the served model")
+    p.add_argument("--steps", type=_positive_int, default=12,
+                   help="training steps per contender, warm-up included")
+    p.add_argument("--warmup", type=_positive_int, default=4)
+    p.add_argument("--repeats", type=_positive_int, default=5,
+                   help="timed repetitions per serving path")
+    p.add_argument("--data", default=None,
+                   help="image folder with train/<class>/ and test/<class>/ (default: a "
+                        "subset of the offline CIFAR-10)")
+    p.add_argument("--output", default=None, help="also write the results as JSON")
+    p.set_defaults(func=_lazy("benchmark", "benchmark_main"))
     return parser
 
 
@@ -189,7 +228,9 @@ def main(argv=None):
     try:
         return int(args.func(args) or 0)
     except ValueError as err:
-        message = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
+        from resnet_keras.errors import first_line
+
+        message = first_line(err)
         print(f"resnet-keras {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -26,7 +26,7 @@ from typing import List, Optional
 
 import tensorflow as tf
 
-from resnet_keras import preprocessing
+from resnet_keras import errors, preprocessing
 
 AUTOTUNE = tf.data.AUTOTUNE
 FOLDER_PREFIX = "folder:"
@@ -198,7 +198,7 @@ def _prepare(builder, name):
     except Exception as err:  # download refused, manual download needed, disk full, ...
         raise ValueError(
             f"TFDS dataset {name!r} is not prepared in {builder.data_dir!r} and could "
-            f"not be downloaded ({_first_line(err)}); {hint}") from None
+            f"not be downloaded ({errors.first_line(err)}); {hint}") from None
 
 
 def _online(host="storage.googleapis.com", timeout=5.0):
@@ -226,11 +226,6 @@ def _suggest(name):
         return " (e.g. cifar10, imagenette/160px)"
     close = difflib.get_close_matches(name.split("/")[0], known, n=3)
     return f" (did you mean: {', '.join(close)}?)" if close else " (e.g. cifar10, imagenette/160px)"
-
-
-def _first_line(err):
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _classification_keys(builder, spec):
@@ -303,17 +298,48 @@ def extract_image_folder(archive, cache_dir=CACHE_DIR):
     return target
 
 
+def extract_subset(archive, dest, per_class_train, per_class_test):
+    """Copy the first N images per class of an image-folder tarball into DEST.
+
+    The archive holds ``TOP/{train,test}/<class>/<file>``; DEST gets
+    ``DEST/{train,test}/<class>/<file>`` (a ``folder:`` dataset). Only the
+    wanted members are written, so small subsets of CIFAR-10 take seconds.
+    Returns DEST.
+    """
+    wanted = {"train": per_class_train, "test": per_class_test}
+    counts = {}
+    with tarfile.open(archive, "r:*") as tar:
+        for member in tar:
+            parts = member.name.split("/")
+            if not member.isfile() or len(parts) != 4 or parts[1] not in wanted:
+                continue
+            _, split, label, filename = parts
+            if counts.get((split, label), 0) >= wanted[split]:
+                continue
+            counts[(split, label)] = counts.get((split, label), 0) + 1
+            out_dir = os.path.join(dest, split, label)
+            os.makedirs(out_dir, exist_ok=True)
+            with tar.extractfile(member) as src, \
+                    open(os.path.join(out_dir, filename), "wb") as out:
+                out.write(src.read())
+    return dest
+
+
+def default_cifar10_archive():
+    """``$RESNET_KERAS_SHARED/datasets/cifar10_jpeg.tar.gz`` (default: ``../shared``
+    beside the repository)."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    shared = os.environ.get("RESNET_KERAS_SHARED", os.path.join(os.path.dirname(repo), "shared"))
+    return os.path.join(shared, "datasets", "cifar10_jpeg.tar.gz")
+
+
 def local_cifar10(archive=None, cache_dir=CACHE_DIR):
     """``folder:`` spec of the offline CIFAR-10 JPEG copy, extracted on first use.
 
     ``archive`` defaults to ``$RESNET_KERAS_SHARED/datasets/cifar10_jpeg.tar.gz``
     (``RESNET_KERAS_SHARED`` defaults to ``../shared`` beside the repository).
     """
-    if archive is None:
-        repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        shared = os.environ.get("RESNET_KERAS_SHARED",
-                                os.path.join(os.path.dirname(repo), "shared"))
-        archive = os.path.join(shared, "datasets", "cifar10_jpeg.tar.gz")
+    archive = archive or default_cifar10_archive()
     if not os.path.isfile(archive):
         raise ValueError(f"CIFAR-10 archive {archive!r} not found; pass its path, or use "
                          "the TFDS dataset cifar10")

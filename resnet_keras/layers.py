@@ -44,13 +44,53 @@ class ShortcutPad(layers.Layer):
         return {**super().get_config(), "stride": self.stride, "channels": self.channels}
 
 
+@keras.saving.register_keras_serializable(package="resnet_keras")
+class BatchNorm(layers.BatchNormalization):
+    """BatchNormalization that trains with TensorFlow's fused kernel.
+
+    The same variables, config and inference outputs as Keras'
+    BatchNormalization. In training on the TensorFlow backend, one
+    FusedBatchNormV3 op (oneDNN on CPUs, cuDNN on GPUs), forward and backward,
+    replaces the moments-and-normalise graph of Keras 3; the moving statistics
+    follow Keras' rule (biased batch variance). Other backends, masks and
+    renorm take Keras' path.
+    """
+
+    def _fusable(self, inputs, training, mask):
+        return (bool(training) and self.trainable and mask is None and not self.renorm
+                and not self.synchronized and self.scale and self.center
+                and keras.backend.backend() == "tensorflow" and len(inputs.shape) == 4
+                and self.axis in (3, -1))
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._fusable(inputs, training, mask):
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+
+        x = inputs if inputs.dtype in (tf.float32, tf.bfloat16, tf.float16) \
+            else tf.cast(inputs, tf.float32)
+        empty = tf.constant([], tf.float32)
+        y, mean, variance = tf.raw_ops.FusedBatchNormV3(
+            x=x, scale=self.gamma, offset=self.beta, mean=empty, variance=empty,
+            epsilon=self.epsilon, exponential_avg_factor=1.0, data_format="NHWC",
+            is_training=True)[:3]
+        # The op returns the unbiased (n - 1) variance; Keras averages the biased one.
+        n = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), tf.float32)
+        variance = variance * tf.where(n > 1, (n - 1) / tf.maximum(n, 1), 1.0)
+        momentum = self.momentum
+        self.moving_mean.assign(self.moving_mean * momentum + mean * (1.0 - momentum))
+        self.moving_variance.assign(
+            self.moving_variance * momentum + variance * (1.0 - momentum))
+        return tf.cast(y, self.compute_dtype)
+
+
 class Ops:
     """Conv / BN / ReLU factories configured once from a spec."""
 
     def __init__(self, spec):
         self.spec = spec
         self.bn = functools.partial(
-            layers.BatchNormalization, axis=-1,
+            BatchNorm, axis=-1,
             epsilon=spec.bn_epsilon, momentum=spec.bn_momentum)
 
     def conv(self, x, filters, kernel, stride=1, dilation=1, groups=1,

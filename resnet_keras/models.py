@@ -26,11 +26,11 @@ def _check_input_shape(input_shape, model_name):
             f"input_shape={input_shape!r} for {model_name}: expected (height, width, "
             "channels), e.g. (224, 224, 3) or (None, None, 3)")
     for side in shape[:2]:
-        if side is not None and (not specs_lib._is_int(side) or side < 1):
+        if side is not None and (not specs_lib.is_int(side) or side < 1):
             raise ValueError(f"input_shape={input_shape!r} for {model_name}: height "
                              "and width must be positive integers or None")
     channels = shape[2]
-    if not specs_lib._is_int(channels) or channels < 1:
+    if not specs_lib.is_int(channels) or channels < 1:
         raise ValueError(f"input_shape={input_shape!r} for {model_name}: channels "
                          f"must be a positive integer (3 for RGB), got {channels!r}")
     return shape
@@ -56,7 +56,7 @@ def _check_head(include_top, pooling, classes, classifier_activation, model_name
     if pooling not in POOLINGS:
         raise ValueError(f"pooling={pooling!r} is not valid for {model_name}; "
                          "choices: None, 'avg', 'max'")
-    if not specs_lib._is_int(classes) or classes < 1:
+    if not specs_lib.is_int(classes) or classes < 1:
         raise ValueError(f"classes={classes!r} for {model_name}: must be a positive integer")
     if classifier_activation is not None:
         try:

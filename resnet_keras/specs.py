@@ -164,13 +164,13 @@ class ModelSpec:
                     f"entries but {name} has {n} stages (depths={self.depths!r})")
         for field in ("depths", "widths", "strides", "dilations"):
             for value in getattr(self, field):
-                if not _is_int(value) or value < 1:
+                if not is_int(value) or value < 1:
                     raise ValueError(
                         f"{field}={getattr(self, field)!r} for {name}: "
                         f"every entry must be a positive integer")
         for field in ("base_width", "groups", "expansion", "stem_width"):
             value = getattr(self, field)
-            if not _is_int(value) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ValueError(f"{field}={value!r} for {name}: must be a positive integer")
         if self.block == "basic" and (self.groups != 1 or self.base_width != 64):
             raise ValueError(
@@ -195,7 +195,7 @@ class ModelSpec:
         return self
 
 
-def _is_int(value):
+def is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 

@@ -36,7 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from resnet_keras import data as data_lib
-from resnet_keras import preprocessing, rundir
+from resnet_keras import errors, preprocessing, rundir
 
 # Keys of run_config.json that identify a run: a model dir holding a run
 # that differs in one of them is refused rather than overwritten.
@@ -166,7 +166,7 @@ def _multi_worker_strategy():
     except RuntimeError as err:
         raise ValueError(
             "--strategy multi-worker must start before TensorFlow runs any op "
-            f"({data_lib._first_line(err)}); run it in a fresh process") from None
+            f"({errors.first_line(err)}); run it in a fresh process") from None
 
 
 def is_chief(strategy):
@@ -268,6 +268,29 @@ def _no_decay(model):
     return [v for v in model.trainable_variables if len(v.shape) <= 1]
 
 
+def cpu_has_native_bfloat16():
+    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX; Linux flags)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f
+                          if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags))
+
+
+def default_mixed_precision():
+    """The per-device default of ``mixed_precision``, chosen from measurements.
+
+    On CPUs with native bfloat16 (AVX-512 BF16, AMX), mixed bfloat16 trained
+    faster than float32 with our trainer (2 cores, AVX-512 BF16: resnet50 at
+    224, batch 32: 6.5 against 4.7 images/s; resnet20 at 32, batch 128: 415
+    against 387). Other CPUs emulate bfloat16, so they default to float32, as
+    GPUs do until measured (pass ``mixed_precision=True`` for float16 there).
+    """
+    return not tf.config.list_physical_devices("GPU") and cpu_has_native_bfloat16()
+
+
 def precision_policy(mixed_precision):
     """mixed_float16 on GPU, mixed_bfloat16 on CPU, float32 when off."""
     if not mixed_precision:
@@ -339,6 +362,9 @@ class _Loop:
         grads = tape.gradient(scaled, variables)
         return grads, per_example, probabilities
 
+    # No tensor-dependent Python control flow: AutoGraph need not convert it
+    # (its conversion of bound methods inside strategy.run has dropped `self`).
+    @tf.autograph.experimental.do_not_convert
     def _replica_train(self, images, labels):
         grads, per_example, probabilities = self._grads_fn(images, labels)
         self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
@@ -349,6 +375,7 @@ class _Loop:
         results = self.strategy.run(self._replica_train, args=batch)
         return [self.strategy.reduce("SUM", r, axis=None) for r in results]
 
+    @tf.autograph.experimental.do_not_convert  # as _replica_train
     def _replica_eval(self, images, labels):
         # The last evaluation step can leave a replica with an empty batch,
         # which convolutions and batch norm reject: it contributes zeros.
@@ -525,7 +552,7 @@ def _hparams(config):
 
 def train(model_name, dataset, *, epochs, batch_size, model_dir, data_dir=None,
           export_dir=None, image_size=None, strategy="auto", num_cpu_replicas=None,
-          mixed_precision=False, jit_compile=False, optimizer="sgd", learning_rate=None,
+          mixed_precision=None, jit_compile=False, optimizer="sgd", learning_rate=None,
           weight_decay=None, schedule="cosine", warmup_epochs=None, label_smoothing=0.0,
           seed=None, max_steps=None, steps_per_epoch=None, train_subset=None,
           cache=False, output_stride=None, model_kwargs=None, checkpoint_every=None,
@@ -539,11 +566,15 @@ def train(model_name, dataset, *, epochs, batch_size, model_dir, data_dir=None,
     arguments (e.g. ``{"depths": (1, 1, 1)}``); ``callbacks`` are objects with
     optional ``on_train_batch_end(step, logs)`` / ``on_epoch_end(epoch, logs)``.
     With ``export_dir``, the best model is exported for TF Serving at the end.
+    ``mixed_precision=None`` takes the per-device default
+    (:func:`default_mixed_precision`).
 
     Returns a :class:`TrainResult`. Raises ValueError (one line) for bad
     input, before anything in MODEL_DIR is written or changed.
     """
     started = time.time()
+    if mixed_precision is None:
+        mixed_precision = default_mixed_precision()
     for name, value in (("epochs", epochs), ("batch size", batch_size)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -85,7 +85,7 @@ import keras_tuner
 from keras_tuner import errors as kt_errors
 
 from resnet_keras import data as data_lib
-from resnet_keras import models, preprocessing, rundir
+from resnet_keras import errors, models, preprocessing, rundir
 from resnet_keras import specs as specs_lib
 from resnet_keras import train as train_lib
 
@@ -380,7 +380,7 @@ class HyperResNet(keras_tuner.HyperModel):
                 return None
             params, flops = self.candidate_cost(candidate)
         except ValueError as err:
-            return f"invalid candidate: {data_lib._first_line(err)}"
+            return f"invalid candidate: {errors.first_line(err)}"
         return self._over(candidate, params, flops)
 
     def _over(self, candidate, params, flops):
@@ -517,7 +517,7 @@ def _choices(field, values, choices):
 
 
 def _positive_int(field, value):
-    if not specs_lib._is_int(value) or value < 1:
+    if not specs_lib.is_int(value) or value < 1:
         raise ValueError(f"{field}={value!r}: must be a positive integer")
     return value
 
@@ -755,7 +755,7 @@ class ResNetTuner(keras_tuner.Tuner):
         except train_lib.TrainingDiverged as err:
             raise kt_errors.FailedTrialError(str(err)) from None
         except ValueError as err:  # bad input: every trial would fail the same way
-            raise kt_errors.FatalValueError(data_lib._first_line(err)) from None
+            raise kt_errors.FatalValueError(errors.first_line(err)) from None
         if result.best_top1 is None:
             raise kt_errors.FailedTrialError("training finished without an evaluation")
         return result

@@ -37,6 +37,8 @@ import warnings
 
 import numpy as np
 
+from resnet_keras import errors
+
 KERAS_SUFFIXES = (".weights.h5", ".keras", ".h5", ".hdf5")
 TORCH_SUFFIXES = (".pth", ".pt", ".pth.tar")
 NUMPY_SUFFIXES = (".npz",)
@@ -156,15 +158,6 @@ def _has_layer(model, name):
     return any(layer.name == name for layer in model.layers)
 
 
-def _first_line(err, limit=300):
-    """The gist of an error: its first line (and the next if that ends in ':')."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    if not lines:
-        return type(err).__name__
-    text = " ".join(lines[:2]) if lines[0].endswith(":") and len(lines) > 1 else lines[0]
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
 # ---------------------------------------------------------------------------
 # Public ImageNet files
 # ---------------------------------------------------------------------------
@@ -227,7 +220,7 @@ def _load_keras_native(model, path, model_name):
             for variable, value in zip(model.weights, backup):
                 variable.assign(value)
             raise ValueError(f"weights file {path!r} does not fit {model_name}: "
-                             f"{_first_line(err)}") from None
+                             f"{errors.first_line(err)}") from None
     for w in caught:  # a successful load's warnings still reach the user
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return model
@@ -266,10 +259,10 @@ def read_legacy_h5(path):
                     out[name] = arrays
             return out
     except ValueError as err:
-        raise ValueError(f"weights file {path!r}: {_first_line(err)}") from None
+        raise ValueError(f"weights file {path!r}: {errors.first_line(err)}") from None
     except Exception as err:  # h5py raises OSError/KeyError for corrupt files
         raise ValueError(f"weights file {path!r} is not a readable HDF5 weights file: "
-                         f"{_first_line(err)}") from None
+                         f"{errors.first_line(err)}") from None
 
 
 def load_legacy_h5(model, path):
@@ -345,7 +338,7 @@ def read_state_dict(path):
                 return {key: data[key] for key in data.files}
         except Exception as err:  # BadZipFile, EOFError, ValueError, OSError
             raise ValueError(f"weights file {path!r} is not a readable .npz state dict: "
-                             f"{_first_line(err)}") from None
+                             f"{errors.first_line(err)}") from None
     if not torch_available():
         raise ValueError(f"weights file {path!r}: {_NEEDS_TORCH}")
     import torch
@@ -357,7 +350,7 @@ def read_state_dict(path):
                          "plain containers; it is not read (weights_only=True)") from None
     except Exception as err:  # truncated zip, bad pickle
         raise ValueError(f"weights file {path!r} is not a readable PyTorch checkpoint: "
-                         f"{_first_line(err)}") from None
+                         f"{errors.first_line(err)}") from None
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

@@ -4,8 +4,6 @@ Two logical CPU devices are configured before TensorFlow runs any op, so
 MirroredStrategy tests get two replicas on a machine without a GPU.
 """
 import os
-import shutil
-import tarfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -26,30 +24,10 @@ CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
 
 
 def extract_cifar_subset(dest, per_class_train, per_class_test):
-    """Copy the first N images per class of the real CIFAR-10 into DEST.
+    """The first N images per class of the real CIFAR-10, as an image folder in DEST."""
+    from resnet_keras import data
 
-    Layout: DEST/{train,test}/<class>/*.jpg (what ImageFolder reads). Only
-    the wanted members are read from the tarball, so this takes seconds.
-    """
-    wanted = {"train": per_class_train, "test": per_class_test}
-    counts = {}
-    with tarfile.open(CIFAR_TARBALL, "r:gz") as tar:
-        for member in tar:
-            parts = member.name.split("/")
-            if not member.isfile() or len(parts) != 4:
-                continue
-            _, split, label, filename = parts
-            if split not in wanted or counts.get((split, label), 0) >= wanted[split]:
-                continue
-            counts[(split, label)] = counts.get((split, label), 0) + 1
-            out_dir = os.path.join(dest, split, label)
-            os.makedirs(out_dir, exist_ok=True)
-            with tar.extractfile(member) as src, open(os.path.join(out_dir, filename), "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            if len(counts) == 20 and all(
-                    counts[k] >= wanted[k[0]] for k in counts):
-                break
-    return dest
+    return data.extract_subset(CIFAR_TARBALL, dest, per_class_train, per_class_test)
 
 
 @pytest.fixture(scope="session")

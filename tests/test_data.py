@@ -221,3 +221,17 @@ def test_tfds_not_prepared_offline(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "_online", lambda: False)
     with pytest.raises(ValueError, match="not prepared .* pass --data-dir"):
         data.load_dataset("cifar10", data_dir=str(tmp_path))
+
+
+def test_extract_subset_writes_an_image_folder(tmp_path):
+    from conftest import CIFAR_TARBALL
+
+    if not os.path.isfile(CIFAR_TARBALL):
+        pytest.skip(f"shared CIFAR-10 not found at {CIFAR_TARBALL}")
+    dest = data.extract_subset(CIFAR_TARBALL, str(tmp_path), 3, 2)
+    assert sorted(os.listdir(os.path.join(dest, "train"))) == sorted(CIFAR_CLASSES)
+    for split, count in (("train", 3), ("test", 2)):
+        for label in CIFAR_CLASSES:
+            assert len(os.listdir(os.path.join(dest, split, label))) == count
+    dataset = data.load_dataset(f"folder:{dest}")
+    assert (dataset.num_train, dataset.num_eval) == (30, 20)

@@ -351,3 +351,44 @@ def test_unknown_model_lists_choices():
         resnet_keras.build_model("resnet51")
     with pytest.raises(ValueError, match="choices: 8, 16, 32"):
         resnet_keras.resnet50(output_stride=4)
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_fused_batch_norm_trains_like_keras(policy):
+    """The fused training path matches Keras' BatchNormalization: outputs,
+    moving statistics (biased variance) and gradients."""
+    import tensorflow as tf
+
+    from resnet_keras.layers import BatchNorm
+
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(2.0, 3.0, (4, 5, 6, 8)).astype("float32"))
+    weights = tf.constant(rng.normal(0, 1, (4, 5, 6, 8)).astype("float32"))
+    gamma, beta = rng.uniform(0.5, 1.5, 8), rng.normal(0, 1, 8)
+    layer_pair = []
+    for cls in (BatchNorm, keras.layers.BatchNormalization):
+        layer = cls(epsilon=1e-5, momentum=0.9, dtype=policy)
+        layer.build(x.shape)
+        layer.gamma.assign(gamma.astype("float32"))
+        layer.beta.assign(beta.astype("float32"))
+        layer_pair.append(layer)
+    results = []
+    for layer in layer_pair:
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(tf.cast(y, tf.float32) * weights)
+        grads = tape.gradient(loss, [x, layer.gamma, layer.beta])
+        results.append([y, layer.moving_mean, layer.moving_variance, *grads])
+    # bfloat16 keeps 8 bits of mantissa: outputs up to ~8 round to 1/32.
+    tol = 1e-4 if policy == "float32" else 7e-2
+    for fused, plain in zip(*results):
+        fused = np.asarray(tf.cast(fused, tf.float32))
+        plain = np.asarray(tf.cast(plain, tf.float32))
+        np.testing.assert_allclose(fused, plain, rtol=tol, atol=tol)
+    assert results[0][0].dtype == layer_pair[1].compute_dtype
+    # Inference takes Keras' own path: identical numbers.
+    np.testing.assert_array_equal(layer_pair[0](x, training=False),
+                                  keras.layers.BatchNormalization.call(
+                                      layer_pair[0], tf.cast(x, layer_pair[0].compute_dtype),
+                                      training=False))

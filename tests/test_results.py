@@ -1,0 +1,90 @@
+"""The results command: one protocol, real CIFAR-10 images, table and plots."""
+import csv
+import json
+import os
+
+import pytest
+
+from resnet_keras import cli, results
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def report(cifar_subset, tmp_path_factory):
+    """The resnet20 pair, 2 epochs of 3 steps each on real CIFAR-10 images."""
+    out = str(tmp_path_factory.mktemp("results"))
+    rows = results.run_protocol(
+        out, dataset=f"folder:{cifar_subset}", labels=["resnet20", "resnet20-os2"],
+        epochs=2, steps_per_epoch=3, command="resnet-keras results --out OUT", verbose=0)
+    return out, rows
+
+
+def test_rows_have_the_measured_columns(report):
+    out, rows = report
+    assert [r["label"] for r in rows] == ["resnet20", "resnet20-os2"]
+    strided, dilated = rows
+    # Same weights (dilation changes no parameter), more compute at output stride 2.
+    assert strided["params"] == dilated["params"] == 271_098
+    assert dilated["flops"] > 1.5 * strided["flops"]
+    for row in rows:
+        assert row["epochs"] == 2 and row["steps"] == 6
+        assert [p["epoch"] for p in row["curve"]] == [1, 2]
+        assert 0.0 <= row["top1"] <= row["top5"] <= 1.0
+        assert row["wall_time"] > 0 and row["curve"][0]["seconds"] < row["wall_time"] + 1e-9
+        assert row["top1"] == row["curve"][-1]["top1"]
+
+
+def test_table_csv_json_and_plots_are_written(report):
+    out, rows = report
+    with open(os.path.join(out, "results.csv")) as f:
+        table = list(csv.DictReader(f))
+    assert [r["label"] for r in table] == ["resnet20", "resnet20-os2"]
+    assert int(table[0]["params"]) == rows[0]["params"]
+    with open(os.path.join(out, "results.json")) as f:
+        stored = json.load(f)
+    assert stored["command"] == "resnet-keras results --out OUT"
+    assert stored["rows"][1]["overrides"] == {"output_stride": 2}
+    text = open(os.path.join(out, "results.md")).read()
+    assert "| resnet20-os2 | `resnet20, output_stride=2` | 271,098 |" in text
+    assert "8.75 %" in text and "resnet-keras results --out OUT" in text
+    assert "DRN-C-26" in text and "Measured here: not run." in text
+    for name in ("accuracy_vs_epochs.png", "accuracy_vs_flops.png"):
+        with open(os.path.join(out, name), "rb") as f:
+            assert f.read(8) == PNG_MAGIC
+        assert f"![{name}]({name})" in text
+        from matplotlib import image
+
+        assert image.imread(os.path.join(out, name)).shape[:2] == (480, 720)
+
+
+def test_finished_models_are_not_trained_again(report, capsys):
+    out, rows = report
+    before = os.path.getmtime(os.path.join(out, "runs", "resnet20", "result.json"))
+    again = results.run_protocol(
+        out, dataset=rows[0]["identity"]["dataset"], labels=["resnet20"], epochs=2,
+        steps_per_epoch=3, command="again", verbose=1)
+    assert "finished earlier" in capsys.readouterr().out
+    assert again[0]["top1"] == rows[0]["top1"]
+    assert os.path.getmtime(os.path.join(out, "runs", "resnet20", "result.json")) == before
+
+
+def test_anchor_verdict_compares_signs():
+    spec = results.get_protocol("cifar10-short")
+    rows = [{"label": "resnet18", "top1": 0.60, "epochs": 3},
+            {"label": "drn_c_26", "top1": 0.65, "epochs": 3}]
+    lines = "\n".join(results.anchor_lines(spec, rows))
+    assert "+5.00 points" in lines and "sign agrees" in lines
+    rows[1]["top1"] = 0.55
+    assert "sign disagrees" in "\n".join(results.anchor_lines(spec, rows))
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--protocol", "imagenet-full"], "unknown protocol 'imagenet-full'; choices: cifar10-short"),
+    (["--models", "resnet21"], "unknown model label 'resnet21'"),
+])
+def test_bad_arguments_are_one_line_errors(tmp_path, capsys, argv, expected):
+    code = cli.main(["results", "--out", str(tmp_path), "--dataset", "folder:/nonexistent",
+                     *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and expected in err and err.count("\n") == 1
