@@ -45,8 +45,11 @@ class ShortcutPad(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="resnet_keras")
-class BatchNorm(layers.BatchNormalization):
+class BatchNormalization(layers.BatchNormalization):
     """BatchNormalization that trains with TensorFlow's fused kernel.
+
+    It keeps Keras' class name: Keras weight files key layers by it, so
+    keras.applications ``.weights.h5`` files load unchanged.
 
     The same variables, config and inference outputs as Keras'
     BatchNormalization. In training on the TensorFlow backend, one
@@ -90,7 +93,7 @@ class Ops:
     def __init__(self, spec):
         self.spec = spec
         self.bn = functools.partial(
-            BatchNorm, axis=-1,
+            BatchNormalization, axis=-1,
             epsilon=spec.bn_epsilon, momentum=spec.bn_momentum)
 
     def conv(self, x, filters, kernel, stride=1, dilation=1, groups=1,

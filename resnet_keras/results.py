@@ -31,9 +31,10 @@ RESULT_FILE = "result.json"
 
 
 # One model of a protocol: a registry name, its epochs, build overrides (pairs
-# of keyword and value) and the name of the pair it is compared within.
-Entry = collections.namedtuple("Entry", "label model epochs overrides pair",
-                               defaults=((), ""))
+# of keyword and value), the name of the pair it is compared within, and
+# whether it trains in mixed precision (float32 otherwise).
+Entry = collections.namedtuple("Entry", "label model epochs overrides pair mixed_precision",
+                               defaults=((), "", False))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,16 +63,18 @@ CIFAR10_SHORT = Protocol(
     description=(
         "CIFAR-10 at 32x32, SGD momentum 0.9, learning rate 0.1 x batch/256 with "
         "3 % linear warm-up and cosine decay, weight decay 5e-4 (none on BN and "
-        "biases), pad-4-crop and flip augmentation, batch 128, seed 0, the device's "
-        "default precision; top-1 and top-5 on the 10,000 test images after every "
-        "epoch. resnet20 and its dilated twin train 5 epochs, the ImageNet-design pair "
-        "(about 9x the compute of resnet20 for DRN-C-26) 2 epochs: about 70 minutes on "
-        "2 CPU cores."),
+        "biases), pad-4-crop and flip augmentation, batch 128, seed 0, float32 "
+        "(resnet20-bf16: mixed bfloat16, float16 on a GPU); top-1 and top-5 on the "
+        "10,000 test images after every epoch. The resnet20 variants train 5 epochs, "
+        "the ImageNet-design pair (DRN-C-26 costs about 8x the multiply-adds of "
+        "resnet20 at 32x32) 2 epochs: about 90 minutes on 2 CPU cores."),
     image_size=32, batch_size=128, seed=0,
     entries=(
         Entry("resnet20", "resnet20", 5, pair="resnet20: strided vs dilated last stage"),
         Entry("resnet20-os2", "resnet20", 5, (("output_stride", 2),),
               pair="resnet20: strided vs dilated last stage"),
+        Entry("resnet20-bf16", "resnet20", 5, pair="resnet20: float32 vs mixed precision",
+              mixed_precision=True),
         Entry("resnet18", "resnet18", 2, pair="ResNet-18 vs DRN-C-26"),
         Entry("drn_c_26", "drn_c_26", 2, pair="ResNet-18 vs DRN-C-26"),
     ),
@@ -85,6 +88,10 @@ CIFAR10_SHORT = Protocol(
                "30.4 % top-1 error, DRN-C-26 24.9 %: DRN-C-26 is 5.5 points better, "
                "at 21.1M against 11.7M parameters and about 9x the multiply-adds.",
                ("resnet18", "drn_c_26"), 5.5),
+        Anchor("Mixed precision should leave accuracy per step unchanged (Micikevicius "
+               "et al. 2018 for float16, Kalamkar et al. 2019 for bfloat16): "
+               "resnet20-bf16 repeats resnet20's run with bfloat16 compute.",
+               ("resnet20", "resnet20-bf16"), float("nan")),
     ),
     full_schedule=(
         "With a full schedule on a GPU (He et al.: 182 epochs for the CIFAR ResNets; "
@@ -146,13 +153,22 @@ def _model_cost(entry, image_size, classes):
     return model.count_params(), models.count_macs(model)
 
 
-def _read_result(run_dir, identity):
+def _read_result(run_dir, identity, precision):
+    """The finished row in RUN_DIR if it was trained with these settings."""
     path = os.path.join(run_dir, RESULT_FILE)
     if not os.path.isfile(path):
         return None
     with open(path) as f:
         row = json.load(f)
-    return row if row.get("identity") == identity else None
+    same = row.get("identity") == identity and row.get("precision") == precision
+    return row if same else None
+
+
+def _identity(entry, protocol, dataset, epochs, train_subset, steps_per_epoch):
+    return {"protocol": protocol.name, "model": entry.model,
+            "overrides": dict(entry.overrides), "dataset": dataset,
+            "epochs": epochs or entry.epochs, "train_subset": train_subset,
+            "steps_per_epoch": steps_per_epoch}
 
 
 def _write_json(path, value):
@@ -163,14 +179,12 @@ def _write_json(path, value):
 
 
 def run_entry(entry, protocol, dataset, out_dir, *, epochs=None, train_subset=None,
-              steps_per_epoch=None, strategy="auto", verbose=1):
+              steps_per_epoch=None, strategy="auto", command="", verbose=1):
     """Train one entry (or reuse its finished result); its result row."""
     epochs = epochs or entry.epochs
     run_dir = os.path.join(out_dir, "runs", entry.label)
-    identity = {"protocol": protocol.name, "model": entry.model,
-                "overrides": dict(entry.overrides), "dataset": dataset, "epochs": epochs,
-                "train_subset": train_subset, "steps_per_epoch": steps_per_epoch}
-    done = _read_result(run_dir, identity)
+    identity = _identity(entry, protocol, dataset, epochs, train_subset, steps_per_epoch)
+    done = _read_result(run_dir, identity, train_lib.precision_policy(entry.mixed_precision))
     if done:
         if verbose:
             print(f"[{entry.label}] finished earlier: top-1 {done['top1']:.4f}", flush=True)
@@ -184,7 +198,8 @@ def run_entry(entry, protocol, dataset, out_dir, *, epochs=None, train_subset=No
         entry.model, dataset, epochs=epochs, batch_size=protocol.batch_size,
         model_dir=run_dir, image_size=protocol.image_size, strategy=strategy,
         seed=protocol.seed, train_subset=train_subset, steps_per_epoch=steps_per_epoch,
-        model_kwargs=dict(entry.overrides), callbacks=[curve], verbose=verbose)
+        model_kwargs=dict(entry.overrides), mixed_precision=entry.mixed_precision,
+        callbacks=[curve], verbose=verbose)
     params, macs = _model_cost(entry, protocol.image_size, result.config["num_classes"])
     row = {
         "label": entry.label, "model": entry.model, "overrides": dict(entry.overrides),
@@ -194,7 +209,7 @@ def run_entry(entry, protocol, dataset, out_dir, *, epochs=None, train_subset=No
         "images_per_second": result.images_per_second, "top1": result.top1,
         "precision": train_lib.precision_policy(result.config["recipe"]["mixed_precision"]),
         "top5": result.top5, "best_top1": result.best_top1, "identity": identity,
-        "curve": curve.points}
+        "curve": curve.points, "command": command}
     _write_json(os.path.join(run_dir, RESULT_FILE), row)
     return row
 
@@ -207,8 +222,9 @@ def run_protocol(out_dir, protocol="cifar10-short", dataset=None, *, labels=None
     ``dataset`` defaults to the offline CIFAR-10 copy (:func:`data.local_cifar10`).
     ``labels`` picks a subset of the protocol's models; ``epochs``,
     ``train_subset`` and ``steps_per_epoch`` shorten every run (for trials).
-    Returns the result rows. The table and plots are rewritten after each model,
-    so a long protocol shows its results as they come.
+    Returns the rows of the models run. The report covers every model of the
+    protocol finished with these settings (also in earlier sittings) and is
+    rewritten after each model, so a long protocol shows results as they come.
     """
     spec = get_protocol(protocol)
     entries = _select(spec, labels)
@@ -222,8 +238,15 @@ def run_protocol(out_dir, protocol="cifar10-short", dataset=None, *, labels=None
     for entry in entries:
         rows.append(run_entry(entry, spec, dataset, out_dir, epochs=epochs,
                               train_subset=train_subset, steps_per_epoch=steps_per_epoch,
-                              strategy=strategy, verbose=verbose))
-        write_report(out_dir, spec, rows, dataset, command)
+                              strategy=strategy, command=command, verbose=verbose))
+        finished = []
+        for other in spec.entries:
+            row = _read_result(
+                os.path.join(out_dir, "runs", other.label),
+                _identity(other, spec, dataset, epochs, train_subset, steps_per_epoch),
+                train_lib.precision_policy(other.mixed_precision))
+            finished += [row] if row else []
+        write_report(out_dir, spec, finished, dataset)
     return rows
 
 
@@ -239,11 +262,11 @@ def _pct(value):
 
 
 def table_markdown(rows):
-    lines = ["| model | builder | params | MFLOPs/image | epochs | wall time | top-1 % | "
-             "top-5 % |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| model | builder | precision | params | MFLOPs/image | epochs | wall time | "
+             "top-1 % | top-5 % |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         builder = r["model"] + "".join(f", {k}={v}" for k, v in r["overrides"].items())
-        lines.append(f"| {r['label']} | `{builder}` | {r['params']:,} | "
+        lines.append(f"| {r['label']} | `{builder}` | {r['precision']} | {r['params']:,} | "
                      f"{r['flops'] / 1e6:,.1f} | {r['epochs']} | "
                      f"{r['wall_time'] / 60:.1f} min | {_pct(r['top1'])} | {_pct(r['top5'])} |")
     return "\n".join(lines)
@@ -272,20 +295,25 @@ def anchor_lines(spec, rows):
     return lines
 
 
-def write_report(out_dir, spec, rows, dataset, command):
-    """results.{md,csv,json} and the two PNG plots for the rows so far."""
+def write_report(out_dir, spec, rows, dataset):
+    """results.{md,csv,json} and the two PNG plots for the finished rows."""
+    commands = list(dict.fromkeys(r["command"] for r in rows if r.get("command")))
     _write_json(os.path.join(out_dir, "results.json"),
-                {"protocol": spec.name, "dataset": dataset, "command": command, "rows": rows})
+                {"protocol": spec.name, "dataset": dataset, "commands": commands,
+                 "rows": rows})
     with open(os.path.join(out_dir, "results.csv"), "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(COLUMNS + ("best_top1", "images_per_second", "overrides"))
+        writer.writerow(COLUMNS + ("precision", "best_top1", "images_per_second", "overrides"))
         for r in rows:
             writer.writerow([r[c] for c in COLUMNS] + [
-                r["best_top1"], round(r["images_per_second"], 1), json.dumps(r["overrides"])])
+                r["precision"], r["best_top1"], round(r["images_per_second"], 1),
+                json.dumps(r["overrides"])])
     plots = write_plots(out_dir, rows)
     text = [f"# Results: protocol `{spec.name}`", "", spec.description, "",
-            f"Data: `{dataset}`. Machine: {benchmark.machine_line()}.", "", "Command:", "",
-            f"    {command}", "", table_markdown(rows), "",
+            f"Data: `{dataset}`. Machine: {benchmark.machine_line()}.", "",
+            "Made with (rerunning it skips finished models):", ""]
+    text += [f"    {command}" for command in commands]
+    text += ["", table_markdown(rows), "",
             "FLOPs are 2 x multiply-adds of one forward pass at "
             f"{spec.image_size}x{spec.image_size}; wall time includes evaluation after "
             "every epoch.", "", "## Against the published anchors", ""]

@@ -359,14 +359,14 @@ def test_fused_batch_norm_trains_like_keras(policy):
     moving statistics (biased variance) and gradients."""
     import tensorflow as tf
 
-    from resnet_keras.layers import BatchNorm
+    from resnet_keras.layers import BatchNormalization as FusedBatchNormalization
 
     rng = np.random.default_rng(0)
     x = tf.constant(rng.normal(2.0, 3.0, (4, 5, 6, 8)).astype("float32"))
     weights = tf.constant(rng.normal(0, 1, (4, 5, 6, 8)).astype("float32"))
     gamma, beta = rng.uniform(0.5, 1.5, 8), rng.normal(0, 1, 8)
     layer_pair = []
-    for cls in (BatchNorm, keras.layers.BatchNormalization):
+    for cls in (FusedBatchNormalization, keras.layers.BatchNormalization):
         layer = cls(epsilon=1e-5, momentum=0.9, dtype=policy)
         layer.build(x.shape)
         layer.gamma.assign(gamma.astype("float32"))

@@ -12,18 +12,21 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def report(cifar_subset, tmp_path_factory):
-    """The resnet20 pair, 2 epochs of 3 steps each on real CIFAR-10 images."""
+    """The resnet20 variants, 2 epochs of 3 steps each on real CIFAR-10 images."""
     out = str(tmp_path_factory.mktemp("results"))
     rows = results.run_protocol(
-        out, dataset=f"folder:{cifar_subset}", labels=["resnet20", "resnet20-os2"],
+        out, dataset=f"folder:{cifar_subset}",
+        labels=["resnet20", "resnet20-os2", "resnet20-bf16"],
         epochs=2, steps_per_epoch=3, command="resnet-keras results --out OUT", verbose=0)
     return out, rows
 
 
 def test_rows_have_the_measured_columns(report):
     out, rows = report
-    assert [r["label"] for r in rows] == ["resnet20", "resnet20-os2"]
-    strided, dilated = rows
+    assert [r["label"] for r in rows] == ["resnet20", "resnet20-os2", "resnet20-bf16"]
+    strided, dilated, mixed = rows
+    assert [r["precision"] for r in rows] == ["float32", "float32", "mixed_bfloat16"]
+    assert mixed["params"] == strided["params"] and mixed["flops"] == strided["flops"]
     # Same weights (dilation changes no parameter), more compute at output stride 2.
     assert strided["params"] == dilated["params"] == 271_098
     assert dilated["flops"] > 1.5 * strided["flops"]
@@ -39,14 +42,14 @@ def test_table_csv_json_and_plots_are_written(report):
     out, rows = report
     with open(os.path.join(out, "results.csv")) as f:
         table = list(csv.DictReader(f))
-    assert [r["label"] for r in table] == ["resnet20", "resnet20-os2"]
+    assert [r["label"] for r in table] == ["resnet20", "resnet20-os2", "resnet20-bf16"]
     assert int(table[0]["params"]) == rows[0]["params"]
     with open(os.path.join(out, "results.json")) as f:
         stored = json.load(f)
-    assert stored["command"] == "resnet-keras results --out OUT"
+    assert stored["commands"] == ["resnet-keras results --out OUT"]
     assert stored["rows"][1]["overrides"] == {"output_stride": 2}
     text = open(os.path.join(out, "results.md")).read()
-    assert "| resnet20-os2 | `resnet20, output_stride=2` | 271,098 |" in text
+    assert "| resnet20-os2 | `resnet20, output_stride=2` | float32 | 271,098 |" in text
     assert "8.75 %" in text and "resnet-keras results --out OUT" in text
     assert "DRN-C-26" in text and "Measured here: not run." in text
     for name in ("accuracy_vs_epochs.png", "accuracy_vs_flops.png"):
@@ -67,6 +70,11 @@ def test_finished_models_are_not_trained_again(report, capsys):
     assert "finished earlier" in capsys.readouterr().out
     assert again[0]["top1"] == rows[0]["top1"]
     assert os.path.getmtime(os.path.join(out, "runs", "resnet20", "result.json")) == before
+    # The report still covers the models finished in the earlier sitting.
+    with open(os.path.join(out, "results.json")) as f:
+        stored = json.load(f)
+    assert [r["label"] for r in stored["rows"]] == ["resnet20", "resnet20-os2", "resnet20-bf16"]
+    assert stored["commands"] == ["resnet-keras results --out OUT"]
 
 
 def test_anchor_verdict_compares_signs():
