@@ -20,7 +20,6 @@ import dataclasses
 import json
 import os
 import shlex
-import sys
 import time
 from typing import Tuple
 
@@ -179,7 +178,7 @@ def _write_json(path, value):
 
 
 def run_entry(entry, protocol, dataset, out_dir, *, epochs=None, train_subset=None,
-              steps_per_epoch=None, strategy="auto", command="", verbose=1):
+              steps_per_epoch=None, strategy="auto", verbose=1):
     """Train one entry (or reuse its finished result); its result row."""
     epochs = epochs or entry.epochs
     run_dir = os.path.join(out_dir, "runs", entry.label)
@@ -209,14 +208,27 @@ def run_entry(entry, protocol, dataset, out_dir, *, epochs=None, train_subset=No
         "images_per_second": result.images_per_second, "top1": result.top1,
         "precision": train_lib.precision_policy(result.config["recipe"]["mixed_precision"]),
         "top5": result.top5, "best_top1": result.best_top1, "identity": identity,
-        "curve": curve.points, "command": command}
+        "curve": curve.points}
     _write_json(os.path.join(run_dir, RESULT_FILE), row)
     return row
 
 
+def reproduce_command(out_dir, protocol, dataset=None, epochs=None, train_subset=None,
+                      steps_per_epoch=None):
+    """The ``resnet-keras results`` command line that gives these results."""
+    parts = ["resnet-keras", "results", "--out", out_dir]
+    for flag, value in (("--protocol", None if protocol == CIFAR10_SHORT.name else protocol),
+                        ("--dataset", dataset), ("--epochs", epochs),
+                        ("--train-subset", train_subset),
+                        ("--steps-per-epoch", steps_per_epoch)):
+        if value is not None:
+            parts += [flag, str(value)]
+    return shlex.join(parts)
+
+
 def run_protocol(out_dir, protocol="cifar10-short", dataset=None, *, labels=None,
                  epochs=None, train_subset=None, steps_per_epoch=None, strategy="auto",
-                 command=None, verbose=1):
+                 verbose=1):
     """Train the protocol's models and write the table and plots to OUT_DIR.
 
     ``dataset`` defaults to the offline CIFAR-10 copy (:func:`data.local_cifar10`).
@@ -230,15 +242,16 @@ def run_protocol(out_dir, protocol="cifar10-short", dataset=None, *, labels=None
     entries = _select(spec, labels)
     if epochs is not None and (not isinstance(epochs, int) or epochs < 1):
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    command = reproduce_command(out_dir, spec.name, dataset, epochs, train_subset,
+                                steps_per_epoch)
     dataset = dataset or data_lib.local_cifar10()
     data_lib.parse_dataset_spec(dataset)
     os.makedirs(out_dir, exist_ok=True)
-    command = command or " ".join(shlex.quote(a) for a in sys.argv)
     rows = []
     for entry in entries:
         rows.append(run_entry(entry, spec, dataset, out_dir, epochs=epochs,
                               train_subset=train_subset, steps_per_epoch=steps_per_epoch,
-                              strategy=strategy, command=command, verbose=verbose))
+                              strategy=strategy, verbose=verbose))
         finished = []
         for other in spec.entries:
             row = _read_result(
@@ -246,7 +259,7 @@ def run_protocol(out_dir, protocol="cifar10-short", dataset=None, *, labels=None
                 _identity(other, spec, dataset, epochs, train_subset, steps_per_epoch),
                 train_lib.precision_policy(other.mixed_precision))
             finished += [row] if row else []
-        write_report(out_dir, spec, finished, dataset)
+        write_report(out_dir, spec, finished, dataset, command)
     return rows
 
 
@@ -295,11 +308,10 @@ def anchor_lines(spec, rows):
     return lines
 
 
-def write_report(out_dir, spec, rows, dataset):
+def write_report(out_dir, spec, rows, dataset, command):
     """results.{md,csv,json} and the two PNG plots for the finished rows."""
-    commands = list(dict.fromkeys(r["command"] for r in rows if r.get("command")))
     _write_json(os.path.join(out_dir, "results.json"),
-                {"protocol": spec.name, "dataset": dataset, "commands": commands,
+                {"protocol": spec.name, "dataset": dataset, "command": command,
                  "rows": rows})
     with open(os.path.join(out_dir, "results.csv"), "w", newline="") as f:
         writer = csv.writer(f)
@@ -311,9 +323,8 @@ def write_report(out_dir, spec, rows, dataset):
     plots = write_plots(out_dir, rows)
     text = [f"# Results: protocol `{spec.name}`", "", spec.description, "",
             f"Data: `{dataset}`. Machine: {benchmark.machine_line()}.", "",
-            "Made with (rerunning it skips finished models):", ""]
-    text += [f"    {command}" for command in commands]
-    text += ["", table_markdown(rows), "",
+            "Made with (rerunning it skips the finished models; `--models LABEL ...` "
+            "runs some of them):", "", f"    {command}", "", table_markdown(rows), "",
             "FLOPs are 2 x multiply-adds of one forward pass at "
             f"{spec.image_size}x{spec.image_size}; wall time includes evaluation after "
             "every epoch.", "", "## Against the published anchors", ""]
@@ -372,7 +383,6 @@ def results_main(args):
     rows = run_protocol(args.out, args.protocol, args.dataset, labels=args.models,
                         epochs=args.epochs, train_subset=args.train_subset,
                         steps_per_epoch=args.steps_per_epoch, strategy=args.strategy,
-                        command="resnet-keras " + shlex.join(sys.argv[1:]),
                         verbose=0 if args.quiet else 1)
     print(table_markdown(rows))
     print(f"report: {os.path.join(args.out, 'results.md')}")

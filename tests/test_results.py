@@ -17,7 +17,7 @@ def report(cifar_subset, tmp_path_factory):
     rows = results.run_protocol(
         out, dataset=f"folder:{cifar_subset}",
         labels=["resnet20", "resnet20-os2", "resnet20-bf16"],
-        epochs=2, steps_per_epoch=3, command="resnet-keras results --out OUT", verbose=0)
+        epochs=2, steps_per_epoch=3, verbose=0)
     return out, rows
 
 
@@ -46,11 +46,13 @@ def test_table_csv_json_and_plots_are_written(report):
     assert int(table[0]["params"]) == rows[0]["params"]
     with open(os.path.join(out, "results.json")) as f:
         stored = json.load(f)
-    assert stored["commands"] == ["resnet-keras results --out OUT"]
+    command = (f"resnet-keras results --out {out} --dataset {stored['dataset']} --epochs 2 "
+               "--steps-per-epoch 3")
+    assert stored["command"] == command
     assert stored["rows"][1]["overrides"] == {"output_stride": 2}
     text = open(os.path.join(out, "results.md")).read()
     assert "| resnet20-os2 | `resnet20, output_stride=2` | float32 | 271,098 |" in text
-    assert "8.75 %" in text and "resnet-keras results --out OUT" in text
+    assert "8.75 %" in text and f"    {command}\n" in text
     assert "DRN-C-26" in text and "Measured here: not run." in text
     for name in ("accuracy_vs_epochs.png", "accuracy_vs_flops.png"):
         with open(os.path.join(out, name), "rb") as f:
@@ -66,7 +68,7 @@ def test_finished_models_are_not_trained_again(report, capsys):
     before = os.path.getmtime(os.path.join(out, "runs", "resnet20", "result.json"))
     again = results.run_protocol(
         out, dataset=rows[0]["identity"]["dataset"], labels=["resnet20"], epochs=2,
-        steps_per_epoch=3, command="again", verbose=1)
+        steps_per_epoch=3, verbose=1)
     assert "finished earlier" in capsys.readouterr().out
     assert again[0]["top1"] == rows[0]["top1"]
     assert os.path.getmtime(os.path.join(out, "runs", "resnet20", "result.json")) == before
@@ -74,7 +76,7 @@ def test_finished_models_are_not_trained_again(report, capsys):
     with open(os.path.join(out, "results.json")) as f:
         stored = json.load(f)
     assert [r["label"] for r in stored["rows"]] == ["resnet20", "resnet20-os2", "resnet20-bf16"]
-    assert stored["commands"] == ["resnet-keras results --out OUT"]
+    assert stored["command"].endswith("--epochs 2 --steps-per-epoch 3")
 
 
 def test_anchor_verdict_compares_signs():
@@ -96,3 +98,10 @@ def test_bad_arguments_are_one_line_errors(tmp_path, capsys, argv, expected):
                      *argv])
     err = capsys.readouterr().err
     assert code == 2 and expected in err and err.count("\n") == 1
+
+
+def test_reproduce_command_names_only_what_changes_the_results():
+    assert (results.reproduce_command("results/cifar10", "cifar10-short")
+            == "resnet-keras results --out results/cifar10")
+    assert (results.reproduce_command("out dir", "cifar10-short", "folder:/d", epochs=1)
+            == "resnet-keras results --out 'out dir' --dataset folder:/d --epochs 1")
