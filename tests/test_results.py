@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from resnet_keras import cli, results
+from resnet_keras import cli, results, train
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -16,17 +16,18 @@ def report(cifar_subset, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("results"))
     rows = results.run_protocol(
         out, dataset=f"folder:{cifar_subset}",
-        labels=["resnet20", "resnet20-os2", "resnet20-bf16"],
+        labels=["resnet20", "resnet20-os2", "resnet20-fp32"],
         epochs=2, steps_per_epoch=3, verbose=0)
     return out, rows
 
 
 def test_rows_have_the_measured_columns(report):
     out, rows = report
-    assert [r["label"] for r in rows] == ["resnet20", "resnet20-os2", "resnet20-bf16"]
-    strided, dilated, mixed = rows
-    assert [r["precision"] for r in rows] == ["float32", "float32", "mixed_bfloat16"]
-    assert mixed["params"] == strided["params"] and mixed["flops"] == strided["flops"]
+    assert [r["label"] for r in rows] == ["resnet20", "resnet20-os2", "resnet20-fp32"]
+    strided, dilated, fp32 = rows
+    default = train.precision_policy(train.default_mixed_precision())
+    assert [r["precision"] for r in rows] == [default, default, "float32"]
+    assert fp32["params"] == strided["params"] and fp32["flops"] == strided["flops"]
     # Same weights (dilation changes no parameter), more compute at output stride 2.
     assert strided["params"] == dilated["params"] == 271_098
     assert dilated["flops"] > 1.5 * strided["flops"]
@@ -42,7 +43,7 @@ def test_table_csv_json_and_plots_are_written(report):
     out, rows = report
     with open(os.path.join(out, "results.csv")) as f:
         table = list(csv.DictReader(f))
-    assert [r["label"] for r in table] == ["resnet20", "resnet20-os2", "resnet20-bf16"]
+    assert [r["label"] for r in table] == ["resnet20", "resnet20-os2", "resnet20-fp32"]
     assert int(table[0]["params"]) == rows[0]["params"]
     with open(os.path.join(out, "results.json")) as f:
         stored = json.load(f)
@@ -51,7 +52,7 @@ def test_table_csv_json_and_plots_are_written(report):
     assert stored["command"] == command
     assert stored["rows"][1]["overrides"] == {"output_stride": 2}
     text = open(os.path.join(out, "results.md")).read()
-    assert "| resnet20-os2 | `resnet20, output_stride=2` | float32 | 271,098 |" in text
+    assert f"| resnet20-os2 | `resnet20, output_stride=2` | {rows[1]['precision']} | 271,098 |" in text
     assert "8.75 %" in text and f"    {command}\n" in text
     assert "DRN-C-26" in text and "Measured here: not run." in text
     for name in ("accuracy_vs_epochs.png", "accuracy_vs_flops.png"):
@@ -75,7 +76,7 @@ def test_finished_models_are_not_trained_again(report, capsys):
     # The report still covers the models finished in the earlier sitting.
     with open(os.path.join(out, "results.json")) as f:
         stored = json.load(f)
-    assert [r["label"] for r in stored["rows"]] == ["resnet20", "resnet20-os2", "resnet20-bf16"]
+    assert [r["label"] for r in stored["rows"]] == ["resnet20", "resnet20-os2", "resnet20-fp32"]
     assert stored["command"].endswith("--epochs 2 --steps-per-epoch 3")
 
 
