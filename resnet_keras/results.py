@@ -66,7 +66,7 @@ CIFAR10_SHORT = Protocol(
         "default precision (resnet20-fp32: float32 throughout); top-1 and top-5 on the "
         "10,000 test images after every epoch. The resnet20 variants train 5 epochs, "
         "the ImageNet-design pair (DRN-C-26 costs about 8x the multiply-adds of "
-        "resnet20 at 32x32) 2 epochs: about 90 minutes on 2 CPU cores."),
+        "resnet20 at 32x32) 2 epochs: about 2 hours on 2 CPU cores."),
     image_size=32, batch_size=128, seed=0,
     entries=(
         Entry("resnet20", "resnet20", 5, pair="resnet20: strided vs dilated last stage"),

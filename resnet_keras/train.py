@@ -283,10 +283,11 @@ def default_mixed_precision():
     """The per-device default of ``mixed_precision``, chosen from measurements.
 
     On CPUs with native bfloat16 (AVX-512 BF16, AMX), mixed bfloat16 trained
-    faster than float32 with our trainer (2 cores, AVX-512 BF16: resnet50 at
-    224, batch 32: 6.5 against 4.7 images/s; resnet20 at 32, batch 128: 415
-    against 387). Other CPUs emulate bfloat16, so they default to float32, as
-    GPUs do until measured (pass ``mixed_precision=True`` for float16 there).
+    faster than float32 with our trainer at the same accuracy per step (2
+    cores, AVX-512 BF16: resnet50 at 224, batch 32: 11.7 against 6.7 images/s;
+    resnet20 at 32, batch 128: 786 against 530; README, Benchmarks). Other
+    CPUs emulate bfloat16, so they default to float32, as GPUs do until
+    measured (pass ``mixed_precision=True`` for float16 there).
     """
     return not tf.config.list_physical_devices("GPU") and cpu_has_native_bfloat16()
 
