@@ -352,19 +352,21 @@ def _pyplot():
                          "pip install 'resnet-keras[results]'") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    return plt
+    return plt, MaxNLocator
 
 
 def write_plots(out_dir, rows):
     """accuracy_vs_epochs.png and accuracy_vs_flops.png; their file names."""
-    plt = _pyplot()
+    plt, MaxNLocator = _pyplot()
     names = ("accuracy_vs_epochs.png", "accuracy_vs_flops.png")
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for r in rows:
         ax.plot([p["epoch"] for p in r["curve"]], [100 * p["top1"] for p in r["curve"]],
                 marker="o", label=r["label"])
     ax.set(xlabel="epoch", ylabel="test top-1 (%)", title="Top-1 after each epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -106,3 +106,17 @@ def test_reproduce_command_names_only_what_changes_the_results():
             == "resnet-keras results --out results/cifar10")
     assert (results.reproduce_command("out dir", "cifar10-short", "folder:/d", epochs=1)
             == "resnet-keras results --out 'out dir' --dataset folder:/d --epochs 1")
+
+
+def test_epoch_axis_has_whole_epoch_ticks(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    figures, close = [], plt.close
+    monkeypatch.setattr(plt, "close", figures.append)
+    rows = [{"label": "a", "epochs": 2, "flops": 8e7, "top1": 0.5,
+             "curve": [{"epoch": 1, "top1": 0.3}, {"epoch": 2, "top1": 0.5}]}]
+    results.write_plots(str(tmp_path), rows)
+    ticks = figures[0].axes[0].get_xticks()
+    assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks)
+    for fig in figures:
+        close(fig)
