@@ -352,21 +352,21 @@ def _pyplot():
                          "pip install 'resnet-keras[results]'") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib import ticker
 
-    return plt, MaxNLocator
+    return plt, ticker
 
 
 def write_plots(out_dir, rows):
     """accuracy_vs_epochs.png and accuracy_vs_flops.png; their file names."""
-    plt, MaxNLocator = _pyplot()
+    plt, ticker = _pyplot()
     names = ("accuracy_vs_epochs.png", "accuracy_vs_flops.png")
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for r in rows:
         ax.plot([p["epoch"] for p in r["curve"]], [100 * p["top1"] for p in r["curve"]],
                 marker="o", label=r["label"])
     ax.set(xlabel="epoch", ylabel="test top-1 (%)", title="Top-1 after each epoch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -374,12 +374,19 @@ def write_plots(out_dir, rows):
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    for r in rows:
-        x, y = r["flops"] / 1e6, 100 * r["top1"]
+    points = [(r["flops"] / 1e6, 100 * r["top1"]) for r in rows]
+    span = max(1.0, max(y for _, y in points) - min(y for _, y in points))
+    for i, (r, (x, y)) in enumerate(zip(rows, points)):
         ax.scatter([x], [y], s=40)
+        # A label goes below its point when an earlier point sits close above or below.
+        crowded = any(abs(y - y0) < 0.05 * span and 0.75 < x / x0 < 1.33
+                      for x0, y0 in points[:i])
         ax.annotate(f"{r['label']} ({r['epochs']} ep)", (x, y), textcoords="offset points",
-                    xytext=(5, 4), fontsize=8)
+                    xytext=(6, -11 if crowded else 4), fontsize=8)
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.margins(x=0.25, y=0.1)
     ax.set(xlabel="forward MFLOPs per image (log)", ylabel="final test top-1 (%)",
            title="Top-1 against compute")
     ax.grid(alpha=0.3)

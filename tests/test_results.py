@@ -108,15 +108,20 @@ def test_reproduce_command_names_only_what_changes_the_results():
             == "resnet-keras results --out 'out dir' --dataset folder:/d --epochs 1")
 
 
-def test_epoch_axis_has_whole_epoch_ticks(tmp_path, monkeypatch):
+def test_plots_have_whole_epoch_ticks_and_apart_labels(tmp_path, monkeypatch):
     import matplotlib.pyplot as plt
 
     figures, close = [], plt.close
     monkeypatch.setattr(plt, "close", figures.append)
-    rows = [{"label": "a", "epochs": 2, "flops": 8e7, "top1": 0.5,
-             "curve": [{"epoch": 1, "top1": 0.3}, {"epoch": 2, "top1": 0.5}]}]
+    curve = [{"epoch": 1, "top1": 0.3}, {"epoch": 2, "top1": 0.5}]
+    rows = [{"label": label, "epochs": 2, "flops": flops, "top1": top1, "curve": curve}
+            for label, flops, top1 in [("a", 8.1e7, 0.761), ("b", 1.6e8, 0.776),
+                                       ("c", 8.1e7, 0.758), ("d", 6.9e8, 0.56)]]
     results.write_plots(str(tmp_path), rows)
     ticks = figures[0].axes[0].get_xticks()
     assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks)
+    # Two models with nearly the same FLOPs and top-1: the second label goes below its point.
+    offsets = {t.get_text(): t.xyann[1] for t in figures[1].axes[0].texts}
+    assert offsets == {"a (2 ep)": 4, "b (2 ep)": 4, "c (2 ep)": -11, "d (2 ep)": 4}
     for fig in figures:
         close(fig)
