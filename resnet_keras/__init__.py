@@ -10,9 +10,9 @@ Importing the package registers its custom Keras objects, so saved
 """
 import importlib
 
-from resnet_keras._startup import import_tensorflow
+from resnet_keras._startup import import_backend
 
-import_tensorflow()
+import_backend()
 
 from resnet_keras.models import build_backbone, build_model, count_macs  # noqa: E402
 from resnet_keras.segmentation import build_segmentation_model  # noqa: E402

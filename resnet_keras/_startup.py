@@ -1,5 +1,10 @@
-"""TensorFlow import for the package: a clear error when it is missing, and
-its load-time C++ log lines kept off stderr.
+"""Backend import for the package: a clear error when TensorFlow is missing,
+and its load-time C++ log lines kept off stderr.
+
+The model builders (``build_model``, ``count_macs``, the specs) are plain
+Keras 3 and also run on the JAX or PyTorch backend (``KERAS_BACKEND=jax``),
+where TensorFlow is not needed. Training, data, export and tuning use
+``tf.distribute``, ``tf.data`` and SavedModel, so they need TensorFlow.
 
 TensorFlow's native libraries print INFO lines (oneDNN, CPU features) while
 loading, before any log level applies. They are held back here so that the
@@ -12,8 +17,8 @@ MISSING = ("resnet_keras needs TensorFlow: pip install 'resnet-keras[cpu]' "
            "(CPU only) or 'resnet-keras[gpu]'")
 
 
-def import_tensorflow():
-    """Import tensorflow and keras once, quietly."""
+def import_backend():
+    """Import keras, and tensorflow where it is Keras' backend, once, quietly."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if os.environ.get("RESNET_KERAS_VERBOSE") or "tensorflow" in sys.modules:
         return _import()
@@ -30,8 +35,10 @@ def import_tensorflow():
 
 def _import():
     try:
-        import keras  # noqa: F401  (imported for its side effect)
-        import tensorflow  # noqa: F401
+        import keras
+
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow  # noqa: F401  (imported for its side effect)
     except ModuleNotFoundError as err:
         if err.name == "tensorflow":
             raise ImportError(MISSING) from err

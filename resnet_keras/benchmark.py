@@ -6,6 +6,7 @@
     resnet-keras benchmark pipeline
     resnet-keras benchmark forward --model drn_c_26 --batch-size 8
     resnet-keras benchmark all --output bench.json
+    KERAS_BACKEND=jax resnet-keras benchmark jax --batch-size 256   # on a GPU
 
 Every contender runs in a fresh process, back to back in one run, so each
 one's peak resident memory is its own and no contender inherits another's
@@ -20,6 +21,11 @@ keras.applications.ResNet50 with a default ``compile``/``fit`` in float32
 per-device precision default and with float32). Hardware efficiency is the
 training FLOP rate (3 x 2 x multiply-adds per image) over the peak of a
 large matrix product at the same precision, measured in the same process.
+
+The ``jax`` suite is the GPU benchmark: keras.applications.ResNet50 and the
+resnet_keras model through Keras ``fit`` on the JAX backend, in float32 and
+mixed bfloat16, printed beside published ResNet-50 figures for the GPU class.
+It needs jax, not TensorFlow.
 """
 import json
 import os
@@ -61,7 +67,17 @@ def matmul_peak(dtype="float32", size=MATMUL_SIZE, repeats=7):
     """FLOP/s of a SIZE x SIZE matrix product in DTYPE (median of REPEATS).
 
     Ten chained products run per timed call, so the call overhead is amortised.
+    It runs on Keras' backend: TensorFlow, or JAX (``benchmark jax``).
     """
+    import keras
+
+    chain = (_jax_matmul_chain if keras.backend.backend() == "jax"
+             else _tf_matmul_chain)(dtype, size)
+    seconds = median_seconds(chain, 2, repeats)
+    return 10 * 2 * size**3 / seconds
+
+
+def _tf_matmul_chain(dtype, size):
     import tensorflow as tf
 
     a = tf.random.stateless_normal((size, size), seed=(1, 2), dtype=tf.float32)
@@ -74,8 +90,23 @@ def matmul_peak(dtype="float32", size=MATMUL_SIZE, repeats=7):
             x = tf.matmul(x, a)
         return tf.reduce_sum(tf.cast(x[:1, :1], tf.float32))
 
-    seconds = median_seconds(lambda: chain().numpy(), 2, repeats)
-    return 10 * 2 * size**3 / seconds
+    return lambda: chain().numpy()
+
+
+def _jax_matmul_chain(dtype, size):
+    import jax
+
+    a = jax.random.normal(jax.random.PRNGKey(1), (size, size)) / size**0.5
+    a = a.astype(dtype)
+
+    @jax.jit
+    def chain(a):
+        x = a
+        for _ in range(10):
+            x = x @ a
+        return x[0, 0]
+
+    return lambda: chain(a).block_until_ready()
 
 
 class StepTimer:
@@ -154,6 +185,54 @@ def _train_job(job):
             "macs": resnet_keras.count_macs(model),
             "matmul_peak": matmul_peak(compute, MATMUL_SIZE * (4 if on_gpu else 1)),
             "matmul_dtype": compute}
+
+
+def _jax_train_job(job):
+    """One training contender on Keras' JAX backend: Keras ``fit``, data on the device."""
+    import jax
+    import keras
+    import numpy as np
+
+    import resnet_keras
+
+    if keras.backend.backend() != "jax":
+        raise RuntimeError(f"the jax contenders need KERAS_BACKEND=jax, not "
+                           f"{keras.backend.backend()!r}")
+    size, batch, classes = job["image_size"], job["batch_size"], job["classes"]
+    shape = (size, size, 3)
+    # No keras.utils.set_random_seed: it would also import TensorFlow to seed it.
+    keras.mixed_precision.set_dtype_policy(job["precision"])
+    if job["kind"] == "keras-applications":
+        model = keras.applications.ResNet50(weights=None, input_shape=shape, classes=classes)
+    else:
+        model = resnet_keras.build_model(job["model"], classes=classes, input_shape=shape)
+    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    # One batch held on the device: the step time is the model's alone.
+    rng = np.random.default_rng(0)
+    images = jax.device_put(rng.normal(size=(batch, *shape)).astype(np.float32))
+    labels = jax.device_put(rng.integers(0, classes, batch).astype(np.int32))
+
+    def batches():
+        while True:
+            yield images, labels
+
+    timer = StepTimer()
+    model.fit(batches(), epochs=1, steps_per_epoch=job["steps"], verbose=0, shuffle=False,
+              callbacks=[_keras_callback(timer)])
+    compute = keras.mixed_precision.dtype_policy().compute_dtype
+    on_gpu = jax.devices()[0].platform == "gpu"
+    return {"step_seconds": timer.step_seconds(job["warmup"]), "precision": job["precision"],
+            "macs": resnet_keras.count_macs(model),
+            "matmul_peak": matmul_peak(compute, MATMUL_SIZE * (4 if on_gpu else 1)),
+            "matmul_dtype": compute, "device": _jax_device_line()}
+
+
+def _jax_device_line():
+    import jax
+
+    device = jax.devices()[0]
+    return f"{jax.device_count()} x {device.device_kind} ({device.platform}), jax {jax.__version__}"
 
 
 def _serve_job(job):
@@ -241,7 +320,7 @@ def _forward_job(job):
     return {"seconds": seconds, "macs": resnet_keras.count_macs(model)}
 
 
-JOBS = {"train": _train_job, "serve": _serve_job, "export": _export_job,
+JOBS = {"train": _train_job, "jax-train": _jax_train_job, "serve": _serve_job, "export": _export_job,
         "pipeline": _pipeline_job, "forward": _forward_job}
 
 
@@ -253,10 +332,10 @@ def run_job(job):
     return result
 
 
-def run_in_child(job):
-    """Run one contender in a fresh Python process; its result dict."""
+def run_in_child(job, env=None):
+    """Run one contender in a fresh Python process (ENV added to its environment)."""
     process = subprocess.run([sys.executable, "-m", "resnet_keras.benchmark", json.dumps(job)],
-                             stdout=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, text=True, env=dict(os.environ, **(env or {})))
     lines = [line for line in process.stdout.splitlines() if line.startswith(RESULT_TAG)]
     if process.returncode or not lines:
         raise RuntimeError(f"benchmark contender {job.get('label', job['job'])!r} failed "
@@ -303,13 +382,19 @@ def _train_contenders(model, image_size, batch_size, steps, warmup, folder):
                   (f"{model} fit (float32)", "fit", None),
                   (f"{model} resnet-keras train (float32)", "trainer", False),
                   (f"{model} resnet-keras train (default)", "trainer", None)]
+    return _train_rows(common, [(label, {"kind": kind, "mixed_precision": mixed})
+                                for label, kind, mixed in contenders])
+
+
+def _train_rows(common, contenders, env=None):
+    """Run each (label, job fields) contender in a child; rows with ratios to the first."""
+    size, batch = common["image_size"], common["batch_size"]
     rows = []
-    for label, kind, mixed in contenders:
-        _say(f"train: {label} at {image_size}x{image_size}, batch {batch_size}, "
-             f"{steps} steps ...")
-        result = run_in_child(dict(common, kind=kind, mixed_precision=mixed, label=label))
+    for label, fields in contenders:
+        _say(f"train: {label} at {size}x{size}, batch {batch}, {common['steps']} steps ...")
+        result = run_in_child(dict(common, label=label, **fields), env=env)
         step = statistics.median(result["step_seconds"])
-        speed = batch_size / step
+        speed = batch / step
         flops = 6 * result["macs"] * speed
         rows.append({"suite": "train", "label": label, "images_per_second": speed,
                      "step_seconds": step, "precision": result["precision"],
@@ -317,11 +402,59 @@ def _train_contenders(model, image_size, batch_size, steps, warmup, folder):
                      "matmul_dtype": result["matmul_dtype"],
                      "efficiency": flops / result["matmul_peak"],
                      "peak_memory_mib": result["peak_memory_mib"],
-                     "model": model, "image_size": image_size, "batch_size": batch_size})
+                     "model": common["model"], "image_size": size, "batch_size": batch,
+                     "device": result.get("device")})
     base = rows[0]["images_per_second"]
     for row in rows:
         row["ratio"] = row["images_per_second"] / base
     return rows
+
+
+# Published single-GPU training throughput of ResNet-50 v1.5 at 224, batch 256,
+# images/second: NVIDIA DeepLearningExamples, PyTorch, NGC container 21.03.
+PUBLISHED_GPU = {"A100": {"TF32": 938, "mixed precision": 2470},
+                 "V100": {"FP32": 367, "mixed precision": 1200}}
+PUBLISHED_SOURCE = ("NVIDIA DeepLearningExamples, PyTorch ResNet-50 v1.5, 1 GPU, "
+                    "batch 256 (NGC 21.03)")
+
+
+def jax_suite(model="resnet50", image_size=224, batch_size=32, steps=12, warmup=4,
+              classes=1000):
+    """Training images/second on Keras' JAX backend (the GPU benchmark): a list of rows.
+
+    keras.applications.ResNet50 and MODEL through Keras ``fit``, in float32 and
+    mixed bfloat16, one batch held on the device. Needs ``jax`` (``pip install
+    "resnet-keras[jax]"``, or jax[cuda12] for GPUs), not TensorFlow.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("jax") is None:
+        raise ValueError("the jax suite needs jax: pip install 'resnet-keras[jax]' "
+                         "(on NVIDIA GPUs: pip install 'jax[cuda12]')")
+    if steps <= warmup + 1:
+        raise ValueError(f"steps ({steps}) must exceed warmup + 1 ({warmup + 1})")
+    common = {"job": "jax-train", "model": model, "image_size": image_size,
+              "batch_size": batch_size, "steps": steps, "warmup": warmup, "classes": classes}
+    contenders = [(f"{name} jax fit ({precision.replace('mixed_', '')})",
+                   {"kind": kind, "precision": precision})
+                  for precision in ("float32", "mixed_bfloat16")
+                  for name, kind in (("keras.applications.ResNet50", "keras-applications"),
+                                     (model, "fit"))]
+    return _train_rows(common, contenders, env={"KERAS_BACKEND": "jax"})
+
+
+def published_gpu_lines(device):
+    """The published ResNet-50 figures for the GPU class named in DEVICE, as lines."""
+    lines = []
+    for gpu, figures in PUBLISHED_GPU.items():
+        if gpu.lower() in (device or "").lower():
+            shown = ", ".join(f"{precision} {speed} img/s" for precision, speed in figures.items())
+            lines.append(f"published for {gpu}: {shown} ({PUBLISHED_SOURCE})")
+    if not lines and "gpu" in (device or ""):
+        shown = "; ".join(f"{gpu}: " + ", ".join(f"{p} {v}" for p, v in figures.items())
+                          for gpu, figures in PUBLISHED_GPU.items())
+        lines.append(f"published, other GPU classes (img/s): {shown} ({PUBLISHED_SOURCE})")
+    return lines
 
 
 def serve_suite(model="resnet50", image_size=224, classes=1000, batch_size=32, warmup=2,
@@ -389,9 +522,7 @@ def forward_suite(models=("resnet50", "drn_c_26"), image_size=224, batch_size=8,
 
 
 def machine_line():
-    """The CPU model, its cores and any GPUs, in one line."""
-    import tensorflow as tf
-
+    """The CPU model, its cores and any NVIDIA GPUs, in one line."""
     cpu = "unknown CPU"
     try:
         with open("/proc/cpuinfo") as f:
@@ -399,8 +530,11 @@ def machine_line():
                        if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    gpus = tf.config.list_physical_devices("GPU")
-    return f"{os.cpu_count()} CPU cores ({cpu})" + (f", {len(gpus)} GPU(s)" if gpus else "")
+    try:
+        gpus = len(os.listdir("/proc/driver/nvidia/gpus"))
+    except OSError:
+        gpus = 0
+    return f"{os.cpu_count()} CPU cores ({cpu})" + (f", {gpus} GPU(s)" if gpus else "")
 
 
 def format_rows(rows, consumption=None):
@@ -414,7 +548,7 @@ def format_rows(rows, consumption=None):
     for row in rows:
         if row["suite"] == "train":
             lines.append(
-                f"{row['label']:46s} {row['images_per_second']:8.1f} img/s  "
+                f"{row['label']:48s} {row['images_per_second']:8.1f} img/s  "
                 f"x{row['ratio']:.2f}  {row['precision']:>14s}  "
                 f"{row['train_flops_per_second'] / 1e9:6.1f} GFLOP/s = "
                 f"{row['efficiency']:.2f} of {row['matmul_dtype']} matmul peak "
@@ -456,6 +590,9 @@ def run_suites(args):
                                                     args.batch_size)]
         for model, size, batch in configs:
             rows += train_suite(model, size, batch, args.steps, args.warmup, args.data)
+    if args.suite == "jax":
+        rows += jax_suite(args.model, args.image_size, args.batch_size, args.steps,
+                          args.warmup, args.classes)
     if args.suite in ("forward", "all"):
         models = ("resnet50", "drn_c_26") if everything else (args.model,)
         rows += forward_suite(models, 224 if everything else args.image_size,
@@ -482,8 +619,14 @@ def benchmark_main(args):
             size = row["image_size"]
             consumption[size] = max(consumption.get(size, 0.0), row["images_per_second"])
     print(f"machine: {machine_line()}")
+    devices = sorted({row["device"] for row in rows if row.get("device")})
+    for device in devices:
+        print(f"device: {device}")
     for line in format_rows(rows, consumption):
         print(line)
+    for device in devices:
+        for line in published_gpu_lines(device):
+            print(line)
     print(f"({time.time() - started:.0f} s)")
     if args.output:
         with open(args.output, "w") as f:

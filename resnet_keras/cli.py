@@ -201,14 +201,15 @@ def build_parser():
     p.set_defaults(func=_lazy("results", "results_main"))
     p = sub.add_parser("benchmark", help="training, serving and input-pipeline speed "
                                          "against keras.applications and the hardware")
-    p.add_argument("suite", choices=("train", "serve", "pipeline", "forward", "all"),
+    p.add_argument("suite", choices=("train", "serve", "pipeline", "forward", "jax", "all"),
                    help="all: resnet50 at 224 and resnet20 at 32 training, resnet50 "
-                        "serving, the CIFAR-10 pipeline")
+                        "serving, the CIFAR-10 pipeline; jax: training through Keras "
+                        "fit on the JAX backend (GPUs), beside published figures")
     p.add_argument("--model", default="resnet50")
     p.add_argument("--image-size", type=_positive_int, default=224)
     p.add_argument("--batch-size", type=_positive_int, default=32)
     p.add_argument("--classes", type=_positive_int, default=1000,
-                   help="classes of the served model")
+                   help="classes of the served model (and of the jax suite's)")
     p.add_argument("--steps", type=_positive_int, default=12,
                    help="training steps per contender, warm-up included")
     p.add_argument("--warmup", type=_positive_int, default=4)

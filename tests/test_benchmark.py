@@ -3,6 +3,7 @@ import json
 
 import pytest
 
+import resnet_keras
 from resnet_keras import benchmark, cli
 
 
@@ -54,6 +55,52 @@ def test_serve_and_pipeline_suites(cifar_subset, capsys):
     assert "batch 1:" in lines[1] and "what training consumes" in lines[2]
     assert row["headroom"] == pytest.approx(row["images_per_second"] / 10.0)
     assert "resnet20 forward" in lines[4] and "ms/batch" in lines[4]
+
+
+@pytest.mark.slow
+def test_jax_suite_trains_every_contender_on_the_jax_backend(tmp_path, capsys):
+    pytest.importorskip("jax")
+    output = tmp_path / "jax.json"
+    code = cli.main(["benchmark", "jax", "--model", "resnet20", "--image-size", "32",
+                     "--batch-size", "8", "--steps", "5", "--warmup", "2", "--classes", "10",
+                     "--output", str(output)])
+    assert code == 0
+    rows = json.loads(output.read_text())["rows"]
+    assert [r["label"] for r in rows] == [
+        "keras.applications.ResNet50 jax fit (float32)", "resnet20 jax fit (float32)",
+        "keras.applications.ResNet50 jax fit (bfloat16)", "resnet20 jax fit (bfloat16)"]
+    assert [r["precision"] for r in rows] == ["float32"] * 2 + ["mixed_bfloat16"] * 2
+    assert [r["matmul_dtype"] for r in rows] == ["float32"] * 2 + ["bfloat16"] * 2
+    assert rows[0]["ratio"] == 1.0
+    # The MACs counted on the JAX-built model are those of the TensorFlow-built one.
+    macs = resnet_keras.count_macs(resnet_keras.build_model("resnet20", classes=10,
+                                                            input_shape=(32, 32, 3)))
+    assert rows[1]["train_flops_per_second"] == pytest.approx(
+        6 * macs * rows[1]["images_per_second"], rel=1e-6)
+    for row in rows:
+        assert row["images_per_second"] > 0 and 0 < row["efficiency"] < 1.5
+        assert row["device"].startswith("1 x ") and "jax" in row["device"]
+    out = capsys.readouterr().out
+    assert "device: 1 x " in out and "x1.00" in out
+
+
+def test_published_gpu_figures_are_shown_for_the_gpu_class():
+    (line,) = benchmark.published_gpu_lines("1 x NVIDIA A100-SXM4-80GB (gpu), jax 0.4.30")
+    assert "A100" in line and "2470 img/s" in line and "938 img/s" in line
+    (line,) = benchmark.published_gpu_lines("1 x NVIDIA H100 80GB HBM3 (gpu), jax 0.4.30")
+    assert "other GPU classes" in line and "A100" in line and "V100" in line
+    assert benchmark.published_gpu_lines("1 x cpu (cpu), jax 0.4.30") == []
+
+
+def test_jax_suite_without_jax_is_a_one_line_error(monkeypatch, capsys):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "jax" else find_spec(name, *a))
+    assert cli.main(["benchmark", "jax"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "resnet-keras[jax]" in err[0]
 
 
 def test_bad_steps_is_a_one_line_error(capsys):
