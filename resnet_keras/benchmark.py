@@ -148,7 +148,6 @@ def _train_job(job):
     import keras
     import tensorflow as tf
 
-    import resnet_keras
     from resnet_keras import train
 
     size, batch, steps = job["image_size"], job["batch_size"], job["steps"]
@@ -168,20 +167,38 @@ def _train_job(job):
             model, policy = result.model, result.config["recipe"]["mixed_precision"]
             precision = train.precision_policy(policy)
     else:
-        if job["kind"] == "keras-applications":
-            model = keras.applications.ResNet50(weights=None, input_shape=shape, classes=10)
-        else:
-            model = resnet_keras.build_model(job["model"], classes=10, input_shape=shape)
-        model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        model = _compiled_for_fit(job["kind"], job["model"], shape, classes=10)
         batches = _in_memory_batches(job["folder"], size, batch, batch * job["warmup"])
         model.fit(batches, epochs=1, steps_per_epoch=steps, verbose=0,
                   callbacks=[_keras_callback(timer)])
         precision = "float32"
-    compute = "bfloat16" if precision == "mixed_bfloat16" else (
-        "float16" if precision == "mixed_float16" else "float32")
-    on_gpu = bool(tf.config.list_physical_devices("GPU"))
-    return {"step_seconds": timer.step_seconds(job["warmup"]), "precision": precision,
+    return _train_result(timer, job["warmup"], model, precision,
+                         on_gpu=bool(tf.config.list_physical_devices("GPU")))
+
+
+def _compiled_for_fit(kind, name, shape, classes):
+    """keras.applications.ResNet50 or the resnet_keras model NAME, compiled for ``fit``."""
+    import keras
+
+    import resnet_keras
+
+    if kind == "keras-applications":
+        model = keras.applications.ResNet50(weights=None, input_shape=shape, classes=classes)
+    else:
+        model = resnet_keras.build_model(name, classes=classes, input_shape=shape)
+    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def _train_result(timer, warmup, model, precision, on_gpu):
+    """A training contender's result: step times, MACs and the matmul peak at its precision."""
+    import keras
+
+    import resnet_keras
+
+    compute = keras.DTypePolicy(precision).compute_dtype
+    return {"step_seconds": timer.step_seconds(warmup), "precision": precision,
             "macs": resnet_keras.count_macs(model),
             "matmul_peak": matmul_peak(compute, MATMUL_SIZE * (4 if on_gpu else 1)),
             "matmul_dtype": compute}
@@ -193,8 +210,6 @@ def _jax_train_job(job):
     import keras
     import numpy as np
 
-    import resnet_keras
-
     if keras.backend.backend() != "jax":
         raise RuntimeError(f"the jax contenders need KERAS_BACKEND=jax, not "
                            f"{keras.backend.backend()!r}")
@@ -202,12 +217,7 @@ def _jax_train_job(job):
     shape = (size, size, 3)
     # No keras.utils.set_random_seed: it would also import TensorFlow to seed it.
     keras.mixed_precision.set_dtype_policy(job["precision"])
-    if job["kind"] == "keras-applications":
-        model = keras.applications.ResNet50(weights=None, input_shape=shape, classes=classes)
-    else:
-        model = resnet_keras.build_model(job["model"], classes=classes, input_shape=shape)
-    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model = _compiled_for_fit(job["kind"], job["model"], shape, classes)
     # One batch held on the device: the step time is the model's alone.
     rng = np.random.default_rng(0)
     images = jax.device_put(rng.normal(size=(batch, *shape)).astype(np.float32))
@@ -220,12 +230,9 @@ def _jax_train_job(job):
     timer = StepTimer()
     model.fit(batches(), epochs=1, steps_per_epoch=job["steps"], verbose=0, shuffle=False,
               callbacks=[_keras_callback(timer)])
-    compute = keras.mixed_precision.dtype_policy().compute_dtype
-    on_gpu = jax.devices()[0].platform == "gpu"
-    return {"step_seconds": timer.step_seconds(job["warmup"]), "precision": job["precision"],
-            "macs": resnet_keras.count_macs(model),
-            "matmul_peak": matmul_peak(compute, MATMUL_SIZE * (4 if on_gpu else 1)),
-            "matmul_dtype": compute, "device": _jax_device_line()}
+    result = _train_result(timer, job["warmup"], model, job["precision"],
+                           on_gpu=jax.devices()[0].platform == "gpu")
+    return dict(result, device=_jax_device_line())
 
 
 def _jax_device_line():
@@ -320,8 +327,8 @@ def _forward_job(job):
     return {"seconds": seconds, "macs": resnet_keras.count_macs(model)}
 
 
-JOBS = {"train": _train_job, "jax-train": _jax_train_job, "serve": _serve_job, "export": _export_job,
-        "pipeline": _pipeline_job, "forward": _forward_job}
+JOBS = {"train": _train_job, "jax-train": _jax_train_job, "serve": _serve_job,
+        "export": _export_job, "pipeline": _pipeline_job, "forward": _forward_job}
 
 
 def run_job(job):
@@ -335,7 +342,8 @@ def run_job(job):
 def run_in_child(job, env=None):
     """Run one contender in a fresh Python process (ENV added to its environment)."""
     process = subprocess.run([sys.executable, "-m", "resnet_keras.benchmark", json.dumps(job)],
-                             stdout=subprocess.PIPE, text=True, env=dict(os.environ, **(env or {})))
+                             stdout=subprocess.PIPE, text=True,
+                             env=dict(os.environ, **(env or {})))
     lines = [line for line in process.stdout.splitlines() if line.startswith(RESULT_TAG)]
     if process.returncode or not lines:
         raise RuntimeError(f"benchmark contender {job.get('label', job['job'])!r} failed "
@@ -378,12 +386,12 @@ def train_suite(model="resnet50", image_size=224, batch_size=32, steps=12, warmu
 def _train_contenders(model, image_size, batch_size, steps, warmup, folder):
     common = {"job": "train", "model": model, "image_size": image_size,
               "batch_size": batch_size, "steps": steps, "warmup": warmup, "folder": folder}
-    contenders = [("keras.applications.ResNet50 fit (float32)", "keras-applications", None),
-                  (f"{model} fit (float32)", "fit", None),
-                  (f"{model} resnet-keras train (float32)", "trainer", False),
-                  (f"{model} resnet-keras train (default)", "trainer", None)]
-    return _train_rows(common, [(label, {"kind": kind, "mixed_precision": mixed})
-                                for label, kind, mixed in contenders])
+    return _train_rows(common, [
+        ("keras.applications.ResNet50 fit (float32)", {"kind": "keras-applications"}),
+        (f"{model} fit (float32)", {"kind": "fit"}),
+        (f"{model} resnet-keras train (float32)", {"kind": "trainer", "mixed_precision": False}),
+        (f"{model} resnet-keras train (default)", {"kind": "trainer", "mixed_precision": None}),
+    ])
 
 
 def _train_rows(common, contenders, env=None):
@@ -445,16 +453,17 @@ def jax_suite(model="resnet50", image_size=224, batch_size=32, steps=12, warmup=
 
 def published_gpu_lines(device):
     """The published ResNet-50 figures for the GPU class named in DEVICE, as lines."""
-    lines = []
-    for gpu, figures in PUBLISHED_GPU.items():
-        if gpu.lower() in (device or "").lower():
-            shown = ", ".join(f"{precision} {speed} img/s" for precision, speed in figures.items())
-            lines.append(f"published for {gpu}: {shown} ({PUBLISHED_SOURCE})")
-    if not lines and "gpu" in (device or ""):
-        shown = "; ".join(f"{gpu}: " + ", ".join(f"{p} {v}" for p, v in figures.items())
-                          for gpu, figures in PUBLISHED_GPU.items())
-        lines.append(f"published, other GPU classes (img/s): {shown} ({PUBLISHED_SOURCE})")
-    return lines
+    def shown(gpu):
+        return f"{gpu}: " + ", ".join(f"{precision} {speed} img/s"
+                                      for precision, speed in PUBLISHED_GPU[gpu].items())
+
+    same = [gpu for gpu in PUBLISHED_GPU if gpu.lower() in device.lower()]
+    if same:
+        return [f"published for {shown(gpu)} ({PUBLISHED_SOURCE})" for gpu in same]
+    if "(gpu)" in device:
+        others = "; ".join(shown(gpu) for gpu in PUBLISHED_GPU)
+        return [f"published, other GPU classes: {others} ({PUBLISHED_SOURCE})"]
+    return []
 
 
 def serve_suite(model="resnet50", image_size=224, classes=1000, batch_size=32, warmup=2,

@@ -154,14 +154,14 @@ def _model_cost(entry, image_size, classes):
     return model.count_params(), models.count_macs(model)
 
 
-def _read_result(run_dir, identity, precision):
-    """The finished row in RUN_DIR if it was trained with these settings."""
-    path = os.path.join(run_dir, RESULT_FILE)
+def _finished_row(out_dir, entry, identity):
+    """ENTRY's row in OUT_DIR if it finished with IDENTITY at this device's precision."""
+    path = os.path.join(out_dir, "runs", entry.label, RESULT_FILE)
     if not os.path.isfile(path):
         return None
     with open(path) as f:
         row = json.load(f)
-    same = row.get("identity") == identity and row.get("precision") == precision
+    same = row.get("identity") == identity and row.get("precision") == _precision(entry)
     return row if same else None
 
 
@@ -192,7 +192,7 @@ def run_entry(entry, protocol, dataset, out_dir, *, epochs=None, train_subset=No
     epochs = epochs or entry.epochs
     run_dir = os.path.join(out_dir, "runs", entry.label)
     identity = _identity(entry, protocol, dataset, epochs, train_subset, steps_per_epoch)
-    done = _read_result(run_dir, identity, _precision(entry))
+    done = _finished_row(out_dir, entry, identity)
     if done:
         if verbose:
             print(f"[{entry.label}] finished earlier: top-1 {done['top1']:.4f}", flush=True)
@@ -261,14 +261,10 @@ def run_protocol(out_dir, protocol="cifar10-short", dataset=None, *, labels=None
         rows.append(run_entry(entry, spec, dataset, out_dir, epochs=epochs,
                               train_subset=train_subset, steps_per_epoch=steps_per_epoch,
                               strategy=strategy, verbose=verbose))
-        finished = []
-        for other in spec.entries:
-            row = _read_result(
-                os.path.join(out_dir, "runs", other.label),
-                _identity(other, spec, dataset, epochs, train_subset, steps_per_epoch),
-                _precision(other))
-            finished += [row] if row else []
-        write_report(out_dir, spec, finished, dataset, command)
+        finished = [_finished_row(out_dir, other, _identity(
+            other, spec, dataset, epochs, train_subset, steps_per_epoch))
+            for other in spec.entries]
+        write_report(out_dir, spec, [row for row in finished if row], dataset, command)
     return rows
 
 
