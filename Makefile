@@ -1,6 +1,6 @@
 # resnet_keras: the two commands of the README.
 #   make demo   install, then train resnet20 on real CIFAR-10 and export it
-#   make test   install with the test extras, then run the test suite
+#   make test   install with the test extras (and CPU torch), then run the test suite
 PYTHON ?= python3
 SHARED ?= ../shared
 CACHE ?= $(HOME)/.cache/resnet_keras
@@ -29,7 +29,7 @@ demo: install $(CIFAR)
 	    $(CIFAR)/test/cat/0000.jpg $(CIFAR)/test/ship/0000.jpg $(CIFAR)/test/horse/0000.jpg
 
 test:
-	$(PYTHON) -m pip install -e ".[$(EXTRAS),test]"
+	$(PYTHON) -m pip install -e ".[$(EXTRAS),test,torch]"
 	$(PYTHON) -m pytest tests
 
 # Speed against keras.applications and the hardware (about 10 minutes on 2 cores),

@@ -9,6 +9,13 @@ where TensorFlow is not needed. Training, data, export and tuning use
 TensorFlow's native libraries print INFO lines (oneDNN, CPU features) while
 loading, before any log level applies. They are held back here so that the
 command line's errors stay one line; set RESNET_KERAS_VERBOSE=1 to see them.
+
+TensorFlow reads ``TF_CPP_MIN_LOG_LEVEL`` once, at its first log line, so
+the level is chosen here, before the import: a value the user set is kept;
+otherwise 3 (FATAL only) for the ``resnet-keras`` command line, where
+messages such as ``failed call to cuInit`` on a machine without a GPU would
+precede every error line, and 2 (errors and above) for the Python API.
+RESNET_KERAS_VERBOSE=1 leaves TensorFlow's own default.
 """
 import os
 import sys
@@ -17,10 +24,37 @@ MISSING = ("resnet_keras needs TensorFlow: pip install 'resnet-keras[cpu]' "
            "(CPU only) or 'resnet-keras[gpu]'")
 
 
+CLI_MODULES = ("resnet_keras", "resnet_keras.cli", "resnet_keras.__main__")
+
+
+def verbose():
+    """Whether RESNET_KERAS_VERBOSE asks for TensorFlow's logs and tracebacks."""
+    return os.environ.get("RESNET_KERAS_VERBOSE", "") not in ("", "0")
+
+
+def is_command_line():
+    """Whether this process is the ``resnet-keras`` console script or
+    ``python -m resnet_keras`` (decided before the package's own code runs)."""
+    if sys.argv and os.path.basename(sys.argv[0]) in ("resnet-keras", "resnet-keras.exe"):
+        return True
+    argv, i = list(getattr(sys, "orig_argv", ())), 1
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "-m":
+            return i + 1 < len(argv) and argv[i + 1] in CLI_MODULES
+        if arg.startswith("-m"):
+            return arg[2:] in CLI_MODULES
+        if arg.startswith("-c") or not arg.startswith("-") or arg == "-":
+            return False  # -c CODE, a script or stdin comes first
+        i += 2 if arg in ("-W", "-X") else 1
+    return False
+
+
 def import_backend():
     """Import keras, and tensorflow where it is Keras' backend, once, quietly."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if os.environ.get("RESNET_KERAS_VERBOSE") or "tensorflow" in sys.modules:
+    if not verbose():
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3" if is_command_line() else "2")
+    if verbose() or "tensorflow" in sys.modules:
         return _import()
     sys.stderr.flush()
     saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)

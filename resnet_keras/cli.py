@@ -1,34 +1,75 @@
 """The ``resnet-keras`` command line.
 
 Every sub-command is a thin layer over the Python API. Exit status: 0 on
-success, 2 on a usage or input error (one line on stderr, no traceback),
-1 on any other failure.
+success; 2 on a usage or input error; 1 on any other failure; 130 after
+Ctrl-C. An error is exactly one line on stderr, with no traceback and no
+usage block: ``resnet-keras COMMAND: error: MESSAGE`` for usage and input
+errors, ``resnet-keras COMMAND: internal error: TYPE: MESSAGE (set
+RESNET_KERAS_VERBOSE=1 for the traceback)`` for other failures. Usage errors
+(what argparse rejects, such as an unknown option or ``--epochs two``) end in
+the same line with the hint ``(see 'resnet-keras COMMAND --help')``; input
+errors (a value the command refuses) name the value and the valid choices.
+
+While a command runs, TensorFlow's C++ log is quiet below FATAL
+(``TF_CPP_MIN_LOG_LEVEL=3``, set when the package loads for the command
+line, unless ``TF_CPP_MIN_LOG_LEVEL`` is already set) and Python-level
+warnings (the ``warnings`` module, ``tf.get_logger()``, absl logging) are
+off unless Python was given ``-W`` options or ``PYTHONWARNINGS``.
+``RESNET_KERAS_VERBOSE=1`` keeps all of them and prints tracebacks of
+internal errors.
 """
 import argparse
+import contextlib
+import logging
+import math
 import sys
+import warnings
+
+from resnet_keras._startup import verbose
 
 STRATEGIES = ("auto", "mirrored", "multi-worker", "one-device")
 TUNERS = ("hyperband", "bayesian", "random")
 
 
-def _positive_int(text):
+class UsageError(Exception):
+    """A command line argparse rejects (exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that reports errors as one line, without its usage block."""
+
+    def error(self, message):
+        raise UsageError(f"{self.prog}: error: {message} (see '{self.prog} --help')")
+
+
+def _number(text, kind, parse, check, expected):
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        value = parse(text)
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if kind == "float" and not math.isfinite(value) or not check(value):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     return value
+
+
+def _positive_int(text):
+    return _number(text, "int", int, lambda v: v >= 1, "a positive integer")
+
+
+def _int(text):
+    return _number(text, "int", int, lambda v: True, "an integer")
 
 
 def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+    return _number(text, "float", float, lambda v: v > 0, "a finite positive number")
+
+
+def _non_negative_float(text):
+    return _number(text, "float", float, lambda v: v >= 0, "a finite number >= 0")
+
+
+def _fraction(text):
+    return _number(text, "float", float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
 def _cmd_list(args):
@@ -90,9 +131,12 @@ def _add_run_args(parser, strategies):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="resnet-keras",
-        description="ResNet and Dilated Residual Network zoo for Keras 3.")
+        description="ResNet and Dilated Residual Network zoo for Keras 3.",
+        epilog="Exit status: 0 success, 2 usage or input error (one line on stderr), "
+               "1 other failure. RESNET_KERAS_VERBOSE=1 shows TensorFlow's logs and "
+               "warnings, and tracebacks of internal errors.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -122,11 +166,11 @@ def build_parser():
     p.add_argument("--jit-compile", action="store_true", help="compile steps with XLA")
     p.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
     p.add_argument("--learning-rate", type=_positive_float, default=None)
-    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--weight-decay", type=_non_negative_float, default=None)
     p.add_argument("--schedule", choices=("cosine", "step"), default="cosine")
-    p.add_argument("--warmup-epochs", type=float, default=None)
-    p.add_argument("--label-smoothing", type=float, default=0.0)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--warmup-epochs", type=_non_negative_float, default=None)
+    p.add_argument("--label-smoothing", type=_fraction, default=0.0)
+    p.add_argument("--seed", type=_int, default=None)
     p.add_argument("--cache", action="store_true", help="cache decoded images in memory")
     p.add_argument("--output-stride", type=_positive_int, default=None)
     _add_run_args(p, STRATEGIES)
@@ -223,23 +267,70 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except ValueError as err:
-        from resnet_keras.errors import first_line
+@contextlib.contextmanager
+def _quiet_python_logs():
+    """Python warnings, the ``tensorflow`` logger and absl logging off (restored after)."""
+    if verbose():
+        yield
+        return
+    loggers = [logging.getLogger("tensorflow"), logging.getLogger("absl")]
+    levels = [logger.level for logger in loggers]
+    absl_logging = sys.modules.get("absl.logging")
+    absl_level = absl_logging.get_verbosity() if absl_logging else None
+    with warnings.catch_warnings():
+        if not sys.warnoptions:
+            warnings.simplefilter("ignore")
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        if absl_logging:
+            absl_logging.set_verbosity(absl_logging.ERROR)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels):
+                logger.setLevel(level)
+            if absl_logging:
+                absl_logging.set_verbosity(absl_level)
 
-        message = first_line(err)
-        print(f"resnet-keras {args.command}: error: {message}", file=sys.stderr)
+
+def main(argv=None):
+    """Run the command line ARGV (default: sys.argv[1:]); returns the exit status."""
+    parser = build_parser()
+    try:
+        args, extras = parser.parse_known_args(argv)
+        if extras:
+            prog = f"resnet-keras {args.command}"
+            raise UsageError(f"{prog}: error: unrecognized arguments: {' '.join(extras)} "
+                             f"(see '{prog} --help')")
+    except UsageError as err:
+        print(err, file=sys.stderr)
+        return 2
+    except SystemExit as done:  # --help
+        return done.code if isinstance(done.code, int) else 0
+    from resnet_keras.errors import first_line
+
+    command = f"resnet-keras {args.command}"
+    try:
+        with _quiet_python_logs():
+            return int(args.func(args) or 0)
+    except ValueError as err:
+        print(f"{command}: error: {first_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"resnet-keras {args.command}: interrupted", file=sys.stderr)
+        print(f"{command}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # e.g. `resnet-keras list | head`
         sys.stderr.close()
         return 0
+    except Exception as err:  # an internal failure: one line, exit status 1
+        if verbose():
+            import traceback
+
+            traceback.print_exc()
+        print(f"{command}: internal error: {type(err).__name__}: {first_line(err)}"
+              + ("" if verbose() else " (set RESNET_KERAS_VERBOSE=1 for the traceback)"),
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

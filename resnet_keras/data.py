@@ -5,8 +5,18 @@ splits; :func:`train_pipeline` and :func:`eval_pipeline` turn a split into
 batches of normalised float32 images; :func:`distribute` hands per-replica
 batches to a ``tf.distribute`` strategy.
 
-Images that cannot be decoded are skipped, never fatal; each pass counts
-them in :attr:`Dataset.skipped_images`.
+Images that cannot be read or decoded are skipped, never fatal; each is
+counted once in :attr:`Dataset.skipped_images`, however many passes meet it.
+A training stream whose every image fails raises instead of waiting forever
+(:meth:`Dataset.reading` turns that into a one-line ValueError and keeps the
+image decoders' own stderr lines out of sight).
+
+An image folder (``folder:PATH``) has the layout and example order of
+``tfds.folder_dataset.ImageFolder``: ``PATH/<split>/<class>/*.{jpg,jpeg,png}``,
+classes sorted by name over all splits; entries whose names start with a dot
+(``.ipynb_checkpoints``, ``._x.jpg``) are not part of it, and entries that
+are not regular files (a named pipe called ``x.jpg``) are never opened and
+count as unreadable images.
 
 With a seed, the training stream is a pure function of (seed, position):
 the order of epoch ``e`` comes from a shuffle seeded with (seed, e), and the
@@ -15,18 +25,22 @@ ops seeded with (seed, p). Identical seeds give identical batches on any
 number of threads, replicas or workers, and a resumed run sees the stream
 from where it stopped.
 """
+import contextlib
 import dataclasses
 import difflib
 import os
 import random
 import socket
+import stat
+import sys
 import tarfile
 import tempfile
-from typing import List, Optional
+from typing import Dict, List, Optional
 
+import numpy as np
 import tensorflow as tf
 
-from resnet_keras import errors, preprocessing
+from resnet_keras import decoder_messages, errors, preprocessing
 
 AUTOTUNE = tf.data.AUTOTUNE
 FOLDER_PREFIX = "folder:"
@@ -36,7 +50,17 @@ CROP_SCALE = (0.08, 1.0)
 CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 SHUFFLE_BUFFER_BYTES = 256 * 2**20
 NATIVE_SIZE_PROBES = 8
+# At load time, the first images of each split are decoded until
+# NATIVE_SIZE_PROBES succeed; a split of at most PROBE_LIMIT images of which
+# none decodes is an error then, before any training.
+PROBE_LIMIT = 10_000
 CACHE_DIR = "~/.cache/resnet_keras"
+# The files an image folder's class folders are read for (tfds ImageFolder's).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+# In the error of a training stream whose data yields no image at all.
+EMPTY_PASS = "a whole pass over the training data yielded no image"
+# Undecodable images named in messages.
+EXAMPLES_SHOWN = 3
 
 
 @dataclasses.dataclass
@@ -48,6 +72,38 @@ class DatasetSpec:
 
     def __str__(self):
         return self.name if self.kind == "tfds" else FOLDER_PREFIX + self.name
+
+
+class SkippedImages:
+    """The images of one split that could not be read or decoded.
+
+    Each image counts once, however many passes over the split meet it (a
+    flag per example, set by :func:`skip_undecodable`).
+    """
+
+    def __init__(self, split, size, names=None):
+        self.split, self.size, self.names = split, int(size), names
+        with tf.device("/cpu:0"):
+            self.flags = tf.Variable(tf.zeros([self.size], tf.int32), trainable=False,
+                                     name="skipped_images")
+
+    def mark(self, begin, end):
+        """Graph op: flag the examples at indices [begin, end) as skipped."""
+        indices = tf.range(begin, tf.minimum(end, self.size))
+        self.flags.scatter_update(tf.IndexedSlices(tf.ones_like(indices, tf.int32), indices))
+        return tf.size(indices)
+
+    @property
+    def count(self):
+        """Distinct examples of the split skipped so far."""
+        return int(tf.reduce_sum(self.flags))
+
+    def examples(self, limit=EXAMPLES_SHOWN):
+        """Up to LIMIT skipped examples: file names for folders, else ``#index``."""
+        indices = np.flatnonzero(self.flags.numpy())[:limit]
+        if self.names is None:
+            return [f"#{index}" for index in indices]
+        return [self.names[index] for index in indices]
 
 
 @dataclasses.dataclass
@@ -62,7 +118,7 @@ class Dataset:
     num_eval: int
     eval_split: str
     native_size: Optional[int]
-    skip_counter: tf.Variable = dataclasses.field(repr=False)
+    skipped: Dict[str, SkippedImages] = dataclasses.field(repr=False)
 
     @property
     def num_classes(self):
@@ -70,8 +126,48 @@ class Dataset:
 
     @property
     def skipped_images(self):
-        """Undecodable images skipped so far (every pass over a split counts)."""
-        return int(self.skip_counter.numpy())
+        """Distinct images of the train and eval splits found undecodable so far
+        (each counts once, however many passes meet it)."""
+        return sum(tracker.count for tracker in self.skipped.values())
+
+    def skipped_report(self):
+        """One line: how many images of which split are skipped, with examples;
+        None while none is."""
+        parts, examples = [], []
+        for tracker in self.skipped.values():
+            count = tracker.count
+            if count:
+                parts.append(f"{count} of {tracker.size} {tracker.split} images")
+                examples += tracker.examples()
+        if not parts:
+            return None
+        return (f"{' and '.join(parts)} of {self.spec} could not be read or decoded and "
+                f"are skipped (e.g. {', '.join(examples[:EXAMPLES_SHOWN])})")
+
+    @contextlib.contextmanager
+    def reading(self):
+        """A block that iterates this dataset's pipelines (a training run).
+
+        The image decoders' own stderr lines are counted, not printed (one
+        note at the end says how many); a training stream of which no image
+        decodes raises ValueError (one line: the images found, none decoded)
+        instead of ``tf.errors.InvalidArgumentError``.
+        """
+        hidden = decoder_messages.count()
+        try:
+            with decoder_messages.hidden():
+                yield self
+        except tf.errors.OpError as err:
+            if EMPTY_PASS not in str(err):
+                raise
+            raise ValueError(self._nothing_decoded(decoder_messages.count() - hidden)) from None
+        hidden = decoder_messages.count() - hidden
+        if hidden:
+            print(f"note: the image decoders printed {hidden} message(s) about damaged "
+                  f"images of {self.spec}; they were hidden", file=sys.stderr)
+
+    def _nothing_decoded(self, hidden):
+        return _nothing_decoded(self.skipped["train"], self.spec, hidden)
 
     def default_image_size(self):
         """The native size for small (CIFAR-like) images, else 224."""
@@ -116,33 +212,159 @@ def load_dataset(spec, data_dir=None, eval_split=None):
 
     ``eval_split``: the split to evaluate on; default ``test``, else
     ``validation`` or ``val``. Raises ValueError with one line naming the bad
-    value and the choices for an unknown dataset, a bad folder, a missing
-    split or a dataset that is not image classification.
+    value and the choices for an unknown dataset, a bad folder, a missing or
+    empty split or a dataset that is not image classification.
     """
     parsed = parse_dataset_spec(spec) if not isinstance(spec, DatasetSpec) else spec
     if parsed.kind == "folder":
-        builder = tfds().folder_dataset.ImageFolder(parsed.name)
-        image_key, label_key = _classification_keys(builder, str(parsed))
-    else:
-        builder = _tfds_builder(parsed.name, data_dir)
-        image_key, label_key = _classification_keys(builder, str(parsed))
-        _prepare(builder, parsed.name)
+        return _load_folder(parsed, eval_split)
+    builder = _tfds_builder(parsed.name, data_dir)
+    image_key, label_key = _classification_keys(builder, str(parsed))
+    _prepare(builder, parsed.name)
     splits = list(builder.info.splits.keys())
     if "train" not in splits:
         raise ValueError(
             f"dataset {str(parsed)!r} has no train split (splits: {', '.join(splits)})")
     eval_split = _pick_eval_split(str(parsed), splits, eval_split)
-    class_names = list(builder.info.features[label_key].names)
-    counter = _make_counter()
-    raw_train, raw_eval = (_encoded_split(builder, split, image_key, label_key)
-                           for split in ("train", eval_split))
-    native = _native_size(builder.info.features[image_key].shape, raw_train)
+    sizes = {split: builder.info.splits[split].num_examples for split in ("train", eval_split)}
+    raw = {split: _encoded_split(builder, split, image_key, label_key) for split in sizes}
+    return _dataset(parsed, list(builder.info.features[label_key].names), raw, sizes,
+                    eval_split, builder.info.features[image_key].shape, decode_image)
+
+
+def _load_folder(parsed, eval_split):
+    root, spec = parsed.name, str(parsed)
+    splits, class_names = read_image_folder(root)
+    if "train" not in splits:
+        raise ValueError(
+            f"dataset folder {root!r} has no train/ split with class folders "
+            "(expected train/<class>/*.jpg)")
+    eval_split = _pick_eval_split(spec, list(splits), eval_split)
+    index = {name: i for i, name in enumerate(class_names)}
+    raw, sizes, paths = {}, {}, {}
+    for split in ("train", eval_split):
+        examples = splits[split]
+        if not examples.paths:
+            raise ValueError(_no_images_message(root, split, examples))
+        regular = [_is_regular_file(path) for path in examples.paths]
+        labels = [index[label] for label in examples.labels]
+        raw[split] = tf.data.Dataset.from_tensor_slices(
+            (examples.paths, regular, tf.constant(labels, tf.int64)))
+        sizes[split] = len(examples.paths)
+        paths[split] = [os.path.relpath(path, root) for path in examples.paths]
+    return _dataset(parsed, class_names, raw, sizes, eval_split, (None, None, 3),
+                    read_and_decode_image, paths)
+
+
+def _dataset(parsed, class_names, raw, sizes, eval_split, image_shape, decode, paths=None):
+    """The :class:`Dataset` of encoded splits RAW ({split: (*encoded, label)})."""
+    trackers = {split: SkippedImages(split, sizes[split], (paths or {}).get(split))
+                for split in raw}
+    decoded = {split: skip_undecodable(raw[split], trackers[split], decode) for split in raw}
+    shapes = {split: _probe(raw[split], decode, trackers[split], str(parsed)) for split in raw}
+    native = _native_size(image_shape, shapes["train"])
     return Dataset(
-        spec=str(parsed), class_names=class_names,
-        train=skip_undecodable(raw_train, counter), eval=skip_undecodable(raw_eval, counter),
-        num_train=builder.info.splits["train"].num_examples,
-        num_eval=builder.info.splits[eval_split].num_examples,
-        eval_split=eval_split, native_size=native, skip_counter=counter)
+        spec=str(parsed), class_names=class_names, train=decoded["train"],
+        eval=decoded[eval_split], num_train=sizes["train"], num_eval=sizes[eval_split],
+        eval_split=eval_split, native_size=native, skipped=trackers)
+
+
+def _probe(encoded, decode, tracker, spec):
+    """Shapes of the first few images of a split that decode; ValueError if none
+    does and the probe saw the whole split."""
+    hidden = decoder_messages.count()
+    shapes = encoded.take(PROBE_LIMIT).map(
+        lambda *example: tf.shape(decode(*example[:-1]))[:2],
+        num_parallel_calls=AUTOTUNE, deterministic=True).ignore_errors()
+    with decoder_messages.hidden():
+        found = [tuple(shape.numpy()) for shape in shapes.take(NATIVE_SIZE_PROBES)]
+    if found or tracker.size > PROBE_LIMIT:
+        return found
+    tracker.flags.assign(tf.ones([tracker.size], tf.int32))
+    raise ValueError(_nothing_decoded(tracker, spec, decoder_messages.count() - hidden))
+
+
+def _nothing_decoded(tracker, spec, hidden):
+    """One line: no image of TRACKER's split could be read or decoded."""
+    note = f"{hidden} decoder message(s) hidden; " if hidden else ""
+    examples = ", ".join(tracker.examples(2)) or "none recorded"
+    return (f"none of the {tracker.size} {tracker.split} images of {spec} could be read or "
+            f"decoded ({note}e.g. {examples}); replace or remove them")
+
+
+@dataclasses.dataclass
+class FolderSplit:
+    """One split of an image folder: image paths and their class names, in order."""
+
+    classes: List[str]  # the split's class folders, sorted
+    paths: List[str]
+    labels: List[str]
+    other_files: List[str]  # files in class folders that are not images, sorted
+
+
+def read_image_folder(root):
+    """``({split: FolderSplit}, class names)`` of the image folder ROOT.
+
+    The layout and order are those of ``tfds.folder_dataset.ImageFolder``:
+    splits are the subfolders holding class folders; each split lists its
+    classes' images sorted, then shuffled with ``random.Random(split)``; the
+    class names are sorted over all splits. Names starting with a dot are
+    left out at every level.
+    """
+    splits, classes = {}, set()
+    for split in _subfolders(root):
+        split_dir = os.path.join(root, split)
+        names = _subfolders(split_dir)
+        if not names:
+            continue
+        classes.update(names)
+        examples, others = [], []
+        for name in names:
+            images, rest = _image_files(os.path.join(split_dir, name))
+            examples += [(path, name) for path in images]
+            others += rest
+        random.Random(split).shuffle(examples)
+        splits[split] = FolderSplit(names, [path for path, _ in examples],
+                                    [label for _, label in examples], sorted(others))
+    return splits, sorted(classes)
+
+
+def _image_files(folder):
+    """(image paths, other file paths) of FOLDER, sorted, dot-names left out."""
+    images, others = [], []
+    for name in sorted(os.listdir(folder)):
+        if name.startswith("."):
+            continue
+        path = os.path.join(folder, name)
+        if name.lower().endswith(IMAGE_EXTENSIONS):
+            images.append(path)
+        elif not os.path.isdir(path):
+            others.append(path)
+    return images, others
+
+
+def _is_regular_file(path):
+    """Whether PATH is a regular file (following links); a named pipe, a device or
+    a folder called ``x.jpg`` is not, and is never opened."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _no_images_message(root, split, examples):
+    classes = _listing(examples.classes)
+    found = ""
+    if examples.other_files:
+        names = [os.path.relpath(p, os.path.join(root, split)) for p in examples.other_files]
+        found = f"; other files found: {_listing(names)}"
+    return (f"split {split!r} of dataset folder {root!r} has no images: its class folders "
+            f"{classes} hold no {', '.join('*' + e for e in IMAGE_EXTENSIONS)} files{found}")
+
+
+def _listing(names, limit=10):
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def tfds():
@@ -257,19 +479,13 @@ def _pick_eval_split(spec, splits, wanted):
         f"expected one of {', '.join(EVAL_SPLITS)})")
 
 
-def _make_counter():
-    with tf.device("/cpu:0"):
-        return tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_images")
-
-
-def _native_size(shape, encoded):
-    """Square side of the dataset's images (from the first few if not declared),
+def _native_size(shape, probed):
+    """Square side of the dataset's images (declared, else of the PROBED shapes),
     or None when it varies."""
     height, width = shape[0], shape[1]
     if height is not None:
         return int(height) if height == width else None
-    probes = encoded.take(NATIVE_SIZE_PROBES).map(lambda data, _: decode_image(data))
-    sizes = {tuple(image.shape[:2]) for image in probes.ignore_errors()}
+    sizes = set(probed)
     if len(sizes) == 1:
         (height, width), = sizes
         return int(height) if height == width else None
@@ -363,23 +579,32 @@ def _encoded_split(builder, split, image_key, label_key):
     return raw.map(lambda ex: (ex[image_key], tf.cast(ex[label_key], tf.int64)))
 
 
-def skip_undecodable(encoded, counter):
-    """(encoded bytes, label) -> (uint8 image, label), skipping images that fail to decode.
+def read_and_decode_image(path, regular):
+    """An image file -> uint8 [H, W, 3]; an error (never a read) unless REGULAR."""
+    encoded = tf.cond(regular, lambda: tf.io.read_file(path), lambda: tf.constant(b""))
+    return decode_image(encoded)
 
-    Failures are dropped with ``ignore_errors``; the gaps they leave in the
-    element indices are added to ``counter`` (a sentinel closes the last gap).
+
+def skip_undecodable(encoded, skipped, decode=decode_image):
+    """(*encoded, label) -> (uint8 image, label), skipping images that fail to decode.
+
+    ``decode(*encoded)`` makes the image. Failures are dropped with
+    ``ignore_errors``; the gaps they leave in the element indices are flagged
+    in ``skipped`` (a :class:`SkippedImages`; a sentinel closes the last gap).
     """
     indexed = encoded.enumerate().map(
-        lambda i, ex: (i, decode_image(ex[0]), ex[1]),
+        lambda i, example: (i, decode(*example[:-1]), example[-1]),
         num_parallel_calls=AUTOTUNE, deterministic=True).ignore_errors()
     sentinel = tf.data.Dataset.from_tensors(
         (tf.constant(-1, tf.int64), tf.zeros([1, 1, 3], tf.uint8), tf.constant(-1, tf.int64)))
-    end = encoded.cardinality()
+    end = tf.constant(skipped.size, tf.int64)
 
     def count_gap(expected, element):
         index, image, label = element
         position = tf.where(index < 0, tf.maximum(end, expected), index)
-        with tf.control_dependencies([counter.assign_add(position - expected)]):
+        marked = tf.cond(position > expected, lambda: skipped.mark(expected, position),
+                         lambda: tf.constant(0, tf.int32))
+        with tf.control_dependencies([marked]):
             return position + 1, (tf.identity(index), image, label)
 
     def real(index, image, label):
@@ -510,11 +735,43 @@ def train_pipeline(ds, image_size, batch_size, seed=None, cache=False, *,
         skip = tf.where(tf.equal(epoch, first_epoch), tf.constant(offset, tf.int64), 0)
         return shuffled.skip(skip)
 
-    stream = tf.data.Dataset.range(first_epoch, 2**62).flat_map(one_epoch)
+    stream = _fail_if_empty(ds, tf.data.Dataset.range(first_epoch, 2**62).flat_map(one_epoch))
     stream = stream.enumerate(start=consumed)
     per_replica, stream = _slice_for_pipeline(stream, batch_size, input_context)
     return _augmented_batches(stream, int(image_size), per_replica, seed,
                               deterministic).prefetch(AUTOTUNE)
+
+
+def _fail_if_empty(ds, stream):
+    """STREAM if DS yields an element; else one InvalidArgumentError (its message
+    holds EMPTY_PASS), then the end.
+
+    An endless stream of empty epochs would never yield a batch. DS is read
+    up to its first element (all of it when none arrives) before STREAM starts.
+    """
+    first = ds.take(1).map(lambda *example: tf.constant(True))
+    nonempty = first.concatenate(tf.data.Dataset.from_tensors(False)).take(1)
+
+    def fail(*example):
+        with tf.control_dependencies([tf.debugging.Assert(tf.constant(False), [EMPTY_PASS])]):
+            example = tf.nest.map_structure(tf.identity, example)
+        return example if len(example) > 1 else example[0]
+
+    failure = tf.data.Dataset.from_tensors(_placeholder(stream.element_spec)).map(fail)
+    none, everything = tf.constant(0, tf.int64), tf.constant(-1, tf.int64)
+    return nonempty.flat_map(lambda ok: stream.take(tf.where(ok, everything, none)).concatenate(
+        failure.take(tf.where(ok, none, tf.constant(1, tf.int64)))))
+
+
+def _placeholder(spec):
+    """A value of the structure SPEC (unknown dimensions 0), never yielded."""
+    def value(tensor_spec):
+        shape = [0 if dim is None else dim for dim in tensor_spec.shape]
+        if tensor_spec.dtype == tf.string:
+            return tf.fill(shape, "")
+        return tf.zeros(shape, tensor_spec.dtype)
+
+    return tf.nest.map_structure(value, spec)
 
 
 def _augmented_batches(stream, size, batch, seed, deterministic):

@@ -15,9 +15,19 @@ both returning ``logits`` float32 ``[batch, classes]``, ``probabilities``
 float32 ``[batch, classes]`` and ``classes`` int32 ``[batch]``. Resizing,
 cropping and normalisation (:func:`preprocessing.eval_transform`) run inside
 the graph, so clients send raw pixels or files.
+
+Writing is atomic: the SavedModel is written to a hidden staging folder
+``BASE/.tmp-<version>-<host>-<pid>-<start>`` and renamed into place, so a
+numbered version is either complete or absent, even if the exporting
+process is killed. A staging folder left by a killed exporter on this host
+is removed by the next export into the same base; those of live exporters,
+and of other hosts (a shared file system), are left alone.
 """
+import hashlib
 import os
+import re
 import shutil
+import socket
 
 import keras
 import tensorflow as tf
@@ -47,9 +57,32 @@ def list_versions(export_base):
 
 
 def next_version(export_base):
-    """One more than the highest version present, 1 if there is none."""
-    versions = list_versions(export_base)
-    return versions[-1] + 1 if versions else 1
+    """One more than the highest version present, 1 if there is none.
+
+    Integer names that are files, not folders, are skipped too, so the
+    version returned is always free.
+    """
+    if not os.path.isdir(export_base):
+        return 1
+    taken = [int(name) for name in os.listdir(export_base) if name.isascii() and name.isdigit()]
+    return max(taken) + 1 if taken else 1
+
+
+def check_export_base(export_base):
+    """ValueError (one line) unless EXPORT_BASE can hold numbered versions.
+
+    Refused: a file, and a folder that is itself an exported version (holds
+    ``saved_model.pb``), since versions written inside it would change it.
+    """
+    export_base = os.fspath(export_base)
+    if os.path.exists(export_base) and not os.path.isdir(export_base):
+        raise ValueError(f"export dir {export_base!r} is a file, not a folder")
+    if os.path.isfile(os.path.join(export_base, SAVED_MODEL_FILE)):
+        parent = os.path.dirname(os.path.abspath(export_base))
+        raise ValueError(
+            f"export dir {export_base!r} is an existing exported version (it holds "
+            f"{SAVED_MODEL_FILE}); nothing was written: pass the folder of the versions, "
+            f"e.g. {parent!r}")
 
 
 def _check_version(export_base, version):
@@ -125,6 +158,14 @@ def _dense_linear(layer, inputs):
     return outputs
 
 
+def check_class_names(class_names):
+    """ValueError unless every class name is a non-empty single line (labels.txt)."""
+    bad = [name for name in map(str, class_names)
+           if not name.strip() or "\n" in name or "\r" in name]
+    if bad:
+        raise ValueError(f"class names must be non-empty single lines, got {bad[0]!r}")
+
+
 def _check_model(model, image_size, class_names):
     """The class names as a list of strings, checked against the model."""
     _classifier_layer(model)
@@ -133,9 +174,7 @@ def _check_model(model, image_size, class_names):
     if len(names) != num_classes:
         raise ValueError(
             f"got {len(names)} class names for a model with {num_classes} classes")
-    bad = [name for name in names if not name.strip() or "\n" in name or "\r" in name]
-    if bad:
-        raise ValueError(f"class names must be non-empty single lines, got {bad[0]!r}")
+    check_class_names(names)
     input_shape = tuple(model.inputs[0].shape[1:])
     if input_shape[-1] != 3 or any(side not in (None, image_size) for side in input_shape[:2]):
         raise ValueError(
@@ -219,6 +258,68 @@ def _write_labels(folder, class_names):
     return labels_path
 
 
+# --------------------------------------------------------------------------
+# Staging folders
+
+
+_STAGING = re.compile(r"\.tmp-(\d+)-([0-9a-f]{8})-(\d+)-(\d+)")
+
+
+def _host_tag():
+    return hashlib.sha1(socket.gethostname().encode("utf-8")).hexdigest()[:8]
+
+
+def _process_start(pid):
+    """``(state, start time in clock ticks since boot)`` of PID from /proc, or None."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[0], fields[19]
+
+
+def _staging_name(version):
+    start = _process_start(os.getpid())
+    return f".tmp-{version}-{_host_tag()}-{os.getpid()}-{start[1] if start else 0}"
+
+
+def _owner_alive(pid, start):
+    """Whether the process that made a staging folder on this host still runs."""
+    info = _process_start(pid)
+    if info is not None:
+        state, started = info
+        return state not in ("Z", "X") and (start == "0" or started == start)
+    if os.path.isdir("/proc/self"):
+        return False  # Linux: no /proc entry, no process
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: someone else's live process
+        return True
+    return True
+
+
+def remove_dead_staging(export_base):
+    """Remove the staging folders of exporters on this host that no longer run.
+
+    Returns the names removed. Folders of live processes, of other hosts and
+    any other hidden names are kept.
+    """
+    if not os.path.isdir(export_base):
+        return []
+    removed, host = [], _host_tag()
+    for name in sorted(os.listdir(export_base)):
+        match = _STAGING.fullmatch(name)
+        if not match or match.group(2) != host:
+            continue
+        if not _owner_alive(int(match.group(3)), match.group(4)):
+            shutil.rmtree(os.path.join(export_base, name), ignore_errors=True)
+            removed.append(name)
+    return removed
+
+
 def _publish(staged, target):
     """Rename the finished SavedModel into place; never replace a version."""
     if os.path.exists(target):
@@ -229,19 +330,26 @@ def _publish(staged, target):
         raise ValueError(f"could not move the export into {target!r}: {err}") from err
 
 
-def export_saved_model(model, export_base, *, image_size, class_names, version=None):
+def export_saved_model(model, export_base, *, image_size, class_names=None, version=None):
     """Write MODEL as ``EXPORT_BASE/<version>/`` for TF Serving; returns that path.
 
-    ``version`` defaults to one more than the highest integer folder present.
-    The SavedModel is written to a hidden sibling folder and renamed into
-    place, so a server watching EXPORT_BASE never sees a partial version. An
-    existing version raises ``ValueError``; nothing is overwritten.
+    ``version`` defaults to one more than the highest integer name present.
+    ``class_names=None`` labels the classes ``0..N-1``. The SavedModel is
+    written to a hidden sibling folder and renamed into place, so a server
+    watching EXPORT_BASE never sees a partial version; staging folders of
+    killed exporters are removed first (see the module docstring). An
+    existing version, or an EXPORT_BASE that is itself a version, raises
+    ``ValueError``; nothing is overwritten.
     """
     image_size = int(image_size)
+    if class_names is None:
+        class_names = [str(i) for i in range(_classifier_layer(model).output.shape[-1])]
     names = _check_model(model, image_size, class_names)
+    check_export_base(export_base)
     version = _check_version(export_base, version)
+    remove_dead_staging(export_base)
     target = os.path.join(export_base, str(version))
-    staging = os.path.join(export_base, f".tmp-{version}-{os.getpid()}")
+    staging = os.path.join(export_base, _staging_name(version))
     shutil.rmtree(staging, ignore_errors=True)
     try:
         labels_path = _write_labels(os.path.join(staging, "labels"), names)
@@ -291,13 +399,32 @@ def get_signature(loaded, name):
     return loaded.signatures[name]
 
 
-def read_labels(version_dir):
-    """Class names from ``assets/labels.txt``, or None if the export has none."""
+def read_labels(version_dir, num_classes=None):
+    """Class names from ``assets/labels.txt``, or None if the export has none.
+
+    With NUM_CLASSES, a file with another number of lines (one name a line,
+    in class-index order) raises ValueError naming the file and both counts.
+    """
     labels_path = os.path.join(version_dir, "assets", LABELS_FILE)
     if not os.path.isfile(labels_path):
         return None
-    with open(labels_path, encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in f]
+    try:
+        with open(labels_path, encoding="utf-8") as f:
+            labels = f.read().split("\n")
+        if labels and not labels[-1]:
+            labels.pop()  # the last line's newline
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"cannot read labels file {labels_path!r}: {err}") from None
+    if num_classes is not None and len(labels) != num_classes:
+        raise ValueError(
+            f"labels file {labels_path!r} has {len(labels)} lines for a model with "
+            f"{num_classes} classes; it needs one class name a line, in class-index order")
+    return labels
+
+
+def num_classes_of(signature):
+    """The number of classes a serving signature's ``logits`` output has."""
+    return int(signature.structured_outputs["logits"].shape[-1])
 
 
 def _spec_text(spec):
@@ -329,6 +456,8 @@ def export_main(args):
     """``resnet-keras export --model-dir DIR --export-dir BASE [--version N]``."""
     from resnet_keras import rundir
 
+    rundir.check_writable_dir(args.export_dir, "export dir")
+    check_export_base(args.export_dir)
     model, config = rundir.load_trained_model(args.model_dir)
     missing = [key for key in ("image_size", "class_names") if not config.get(key)]
     if missing:
@@ -347,10 +476,17 @@ def _read_images(paths):
     """The bytes of each file; ValueError naming a missing or unreadable one."""
     blobs = []
     for path in paths:
+        if os.path.isdir(path):
+            raise ValueError(f"image {path!r} is a directory; pass image files "
+                             f"(e.g. {os.path.join(path, '*.jpg')!r})")
         if not os.path.isfile(path):
             raise ValueError(f"image file {path!r} not found")
-        with open(path, "rb") as f:
-            data = f.read()
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as err:
+            raise ValueError(f"cannot read image file {path!r}: "
+                             f"{err.strerror or err}") from None
         try:
             tf.io.decode_image(data, channels=3, expand_animations=False)
         except (tf.errors.InvalidArgumentError, ValueError):
@@ -366,8 +502,9 @@ def classify_files(export_dir, paths):
     blobs = _read_images(paths)
     loaded = load_serving(version_dir)
     signature = get_signature(loaded, SERVING_BYTES)
+    labels = read_labels(version_dir, num_classes_of(signature))
     outputs = signature(image_bytes=tf.constant(blobs, dtype=tf.string))
-    return version_dir, read_labels(version_dir), {k: v.numpy() for k, v in outputs.items()}
+    return version_dir, labels, {k: v.numpy() for k, v in outputs.items()}
 
 
 def top_k(probabilities, k, labels=None):

@@ -19,15 +19,35 @@ and at each epoch end. Rerunning the same command resumes from it; the input
 stream continues where it stopped (see :mod:`resnet_keras.data`). In
 multi-worker runs the chief writes MODEL_DIR and every worker restores from
 it, so MODEL_DIR must be on storage that all workers share.
+
+The two newest checkpoints are kept. On resume a damaged one (truncated,
+missing files, a checkpoint list naming a file that is gone) is skipped with
+a one-line warning and the newest readable one is used. A checkpoint that
+cannot be written (a full disk) stops the run with one line, leaving the
+previous checkpoint intact and no partial files.
+
+One trainer per MODEL_DIR: the training process (the chief, in multi-worker
+runs) holds ``MODEL_DIR/.lock``; a second trainer is refused, naming the
+holder's pid and host. The lock dies with its process, so a killed run never
+blocks its resume.
+
+SIGTERM (sent by Kubernetes, Slurm and spot VMs before they stop a machine)
+and SIGINT (Ctrl-C) save a checkpoint at the current step, print one line
+and end the run with status 143 / 130; every worker of a cluster stops at the
+same step. Rerunning the same command resumes from that step.
 """
+import contextlib
 import dataclasses
+import glob
 import json
 import math
 import os
 import random
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 from typing import Optional
 
@@ -82,6 +102,43 @@ class TrainResult:
 
 class TrainingDiverged(ValueError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class TrainingInterrupted(SystemExit):
+    """SIGTERM or SIGINT stopped training after saving a checkpoint at ``step``.
+
+    A SystemExit with status 128 + the signal number (143 for SIGTERM, 130
+    for SIGINT): uncaught, it ends the process as that signal would, after
+    cleaning up. Rerunning the same training resumes from ``step``.
+    """
+
+    def __init__(self, signum, step):
+        super().__init__(128 + int(signum))
+        self.signum, self.step = int(signum), int(step)
+
+
+@contextlib.contextmanager
+def _stop_on_signals(run):
+    """While training, SIGTERM and SIGINT ask RUN to checkpoint and stop at the
+    next step; a second signal ends the process at once. Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if run.stop_signal is not None:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        run.stop_signal = signum
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            if old is not None:
+                signal.signal(sig, old)
 
 
 # --------------------------------------------------------------------------
@@ -195,12 +252,14 @@ def default_recipe(*, optimizer="sgd", learning_rate=None, weight_decay=None,
         raise ValueError(f"unknown optimizer {optimizer!r}; choices: sgd, adamw")
     if schedule not in ("cosine", "step"):
         raise ValueError(f"unknown schedule {schedule!r}; choices: cosine, step")
-    if not 0.0 <= label_smoothing < 1.0:
-        raise ValueError(f"label smoothing {label_smoothing} must be in [0, 1)")
-    if weight_decay is not None and weight_decay < 0:
-        raise ValueError(f"weight decay {weight_decay} must be >= 0")
-    if warmup_epochs is not None and warmup_epochs < 0:
-        raise ValueError(f"warm-up epochs {warmup_epochs} must be >= 0")
+    _check_number("label smoothing (--label-smoothing)", label_smoothing, "in [0, 1)",
+                  lambda v: 0.0 <= v < 1.0)
+    for name, value, rule, test in (
+            ("learning rate (--learning-rate)", learning_rate, "> 0", lambda v: v > 0),
+            ("weight decay (--weight-decay)", weight_decay, ">= 0", lambda v: v >= 0),
+            ("warm-up epochs (--warmup-epochs)", warmup_epochs, ">= 0", lambda v: v >= 0)):
+        if value is not None:
+            _check_number(name, value, rule, test)
     if learning_rate is None:
         learning_rate = (0.1 if optimizer == "sgd" else 1e-3) * batch_size / 256
     if weight_decay is None:
@@ -214,6 +273,17 @@ def default_recipe(*, optimizer="sgd", learning_rate=None, weight_decay=None,
                   weight_decay=float(weight_decay), schedule=schedule,
                   warmup_steps=min(warmup, total_steps), label_smoothing=float(label_smoothing),
                   mixed_precision=bool(mixed_precision), jit_compile=bool(jit_compile))
+
+
+def _check_number(name, value, rule, test):
+    """ValueError unless VALUE is a finite real number passing TEST."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = None
+    if isinstance(value, bool) or number is None or not math.isfinite(number) \
+            or not test(number):
+        raise ValueError(f"{name} must be a finite number {rule}, got {value!r}")
 
 
 @keras.saving.register_keras_serializable(package="resnet_keras")
@@ -268,18 +338,30 @@ def _no_decay(model):
     return [v for v in model.trainable_variables if len(v.shape) <= 1]
 
 
-def cpu_has_native_bfloat16():
-    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX; Linux flags)."""
+CPUINFO = "/proc/cpuinfo"
+NATIVE_BFLOAT16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+def cpu_has_native_bfloat16(cpuinfo=None):
+    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX).
+
+    Reads the first ``flags`` line of ``cpuinfo`` (a path; :data:`CPUINFO`,
+    Linux's /proc/cpuinfo, by default). False where it cannot be read.
+    """
     try:
-        with open("/proc/cpuinfo") as f:
+        with open(cpuinfo or CPUINFO) as f:
             flags = next((line.split(":", 1)[1].split() for line in f
-                          if line.startswith("flags")), [])
+                          if line.split(":", 1)[0].strip() == "flags" and ":" in line), [])
     except OSError:
         return False
-    return bool({"avx512_bf16", "amx_bf16"} & set(flags))
+    return bool(NATIVE_BFLOAT16_FLAGS & set(flags))
 
 
-def default_mixed_precision():
+def _has_gpu(has_gpu):
+    return bool(tf.config.list_physical_devices("GPU")) if has_gpu is None else bool(has_gpu)
+
+
+def default_mixed_precision(has_gpu=None, cpuinfo=None):
     """The per-device default of ``mixed_precision``, chosen from measurements.
 
     On CPUs with native bfloat16 (AVX-512 BF16, AMX), mixed bfloat16 trained
@@ -288,15 +370,17 @@ def default_mixed_precision():
     resnet20 at 32, batch 128: 786 against 530; README, Benchmarks). Other
     CPUs emulate bfloat16, so they default to float32, as GPUs do until
     measured (pass ``mixed_precision=True`` for float16 there).
+    ``has_gpu=None`` asks TensorFlow; ``cpuinfo`` is read as in
+    :func:`cpu_has_native_bfloat16`.
     """
-    return not tf.config.list_physical_devices("GPU") and cpu_has_native_bfloat16()
+    return not _has_gpu(has_gpu) and cpu_has_native_bfloat16(cpuinfo)
 
 
-def precision_policy(mixed_precision):
+def precision_policy(mixed_precision, has_gpu=None):
     """mixed_float16 on GPU, mixed_bfloat16 on CPU, float32 when off."""
     if not mixed_precision:
         return "float32"
-    return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+    return "mixed_float16" if _has_gpu(has_gpu) else "mixed_bfloat16"
 
 
 def build_classifier(model_name, model_kwargs, policy):
@@ -366,14 +450,16 @@ class _Loop:
     # No tensor-dependent Python control flow: AutoGraph need not convert it
     # (its conversion of bound methods inside strategy.run has dropped `self`).
     @tf.autograph.experimental.do_not_convert
-    def _replica_train(self, images, labels):
+    def _replica_train(self, images, labels, stop):
         grads, per_example, probabilities = self._grads_fn(images, labels)
         self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
         loss, hits, _, count = _sums(per_example, probabilities, labels, 1)
-        return loss, hits, count
+        return loss, hits, count, tf.identity(stop)  # a per-replica value to reduce
 
-    def _train_step(self, batch):
-        results = self.strategy.run(self._replica_train, args=batch)
+    def _train_step(self, batch, stop):
+        """One step; sums of loss, hits, count and of the replicas' STOP requests
+        (so every worker of a cluster sees a stop request at the same step)."""
+        results = self.strategy.run(self._replica_train, args=(*batch, stop))
         return [self.strategy.reduce("SUM", r, axis=None) for r in results]
 
     @tf.autograph.experimental.do_not_convert  # as _replica_train
@@ -406,14 +492,19 @@ class _Loop:
             self.sync()
 
     def evaluate(self, dist_dataset):
-        """{"loss", "accuracy", "top5"} on a distributed evaluation dataset."""
+        """{"loss", "accuracy", "top5", "count"} on a distributed evaluation dataset."""
         self.sync_replicas()
-        totals = np.zeros(4)
-        for batch in dist_dataset:
-            totals += np.array([float(t) for t in self.eval_step(batch)])
+        totals = self.evaluation_totals(dist_dataset)
         count = max(totals[3], 1.0)
         return {"loss": totals[0] / count, "accuracy": totals[1] / count,
                 "top5": totals[2] / count, "count": int(totals[3])}
+
+    def evaluation_totals(self, dist_dataset):
+        """Sums of loss, top-1 hits, top-5 hits and images over the dataset."""
+        totals = np.zeros(4)
+        for batch in dist_dataset:
+            totals += np.array([float(t) for t in self.eval_step(batch)])
+        return totals
 
     def weights_finite(self):
         return all(bool(tf.reduce_all(tf.math.is_finite(v.value)))
@@ -461,12 +552,21 @@ def _save_model(model, model_dir, name):
     return target
 
 
+class CheckpointWriteFailed(RuntimeError):
+    """A checkpoint could not be written (e.g. the disk is full); the previous
+    checkpoints are kept and no partial files are left."""
+
+
 class _Checkpoints:
     """tf.train.Checkpoint of model, optimizer and progress in MODEL_DIR/backup.
 
-    In multi-worker runs every worker saves (non-chief workers into a
-    temporary folder that is then removed) and all restore from the chief's.
+    The two newest checkpoints are kept; a damaged newest one is skipped on
+    restore with a warning. In multi-worker runs every worker saves (non-chief
+    workers into a temporary folder that is then removed) and all restore
+    from the chief's.
     """
+
+    KEEP = 2
 
     def __init__(self, model_dir, model, optimizer, chief):
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -475,26 +575,101 @@ class _Checkpoints:
             model=model, optimizer=optimizer, step=self.step, best=self.best)
         self.directory = rundir.path(model_dir, rundir.BACKUP_DIR)
         self.chief = chief
-        self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory, max_to_keep=2)
+        self.last_saved = None  # (step, path) of the newest readable checkpoint
+        self.manager = self._manager()
+
+    def _manager(self):
+        return tf.train.CheckpointManager(self.checkpoint, self.directory, max_to_keep=self.KEEP)
+
+    def candidates(self):
+        """Checkpoint prefixes in the backup folder, newest step first."""
+        found = set(self.manager.checkpoints)
+        if self.manager.latest_checkpoint:  # the list may name a file that is gone
+            found.add(self.manager.latest_checkpoint)
+        for index in glob.glob(os.path.join(glob.escape(self.directory), "ckpt-*.index")):
+            found.add(index[:-len(".index")])
+        numbered = []
+        for prefix in found:
+            try:
+                numbered.append((int(prefix.rsplit("-", 1)[1]), prefix))
+            except ValueError:
+                continue
+        return [prefix for _, prefix in sorted(numbered, reverse=True)]
 
     def restore(self):
-        """Restore the latest checkpoint if any; return the step it was taken at."""
-        latest = self.manager.latest_checkpoint
-        if latest:
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
-        return int(self.step.numpy())
+        """Restore the newest readable checkpoint if any; return its step.
+
+        A checkpoint that cannot be read (truncated, missing files) is
+        skipped with a one-line warning and removed; ValueError if none can
+        be read.
+        """
+        failures, damaged = [], []
+        for prefix in self.candidates():
+            try:
+                self.checkpoint.restore(prefix).assert_existing_objects_matched()
+            except (tf.errors.OpError, ValueError, AssertionError, IndexError,
+                    RuntimeError, KeyError) as err:
+                failures.append(f"{os.path.basename(prefix)}: {errors.first_line(err, 120)}")
+                damaged.append(prefix)
+                continue
+            step = int(self.step.numpy())
+            if damaged:
+                print(f"warning: damaged checkpoint(s) in {self.directory} skipped"
+                      f"{' and removed' if self.chief else ''} ({'; '.join(failures)}); "
+                      f"resuming from {os.path.basename(prefix)} (step {step})",
+                      file=sys.stderr)
+                if self.chief:
+                    self._forget(damaged, prefix)
+            self.last_saved = (step, prefix)
+            return step
+        if failures:
+            raise ValueError(
+                f"no checkpoint in {self.directory!r} can be read ({'; '.join(failures)}); "
+                "move that folder away to train from the start")
+        return 0
+
+    def _forget(self, damaged, restored):
+        """Remove damaged checkpoints and list only the readable ones."""
+        for prefix in damaged:
+            for leftover in glob.glob(glob.escape(prefix) + ".*"):
+                os.remove(leftover)
+        readable = [p for p in reversed(self.candidates()) if p not in damaged]
+        tf.compat.v1.train.update_checkpoint_state(
+            self.directory, restored, all_model_checkpoint_paths=readable)
+        self.manager = self._manager()
 
     def save(self, step, best):
+        """Write a checkpoint at STEP; :class:`CheckpointWriteFailed` if it cannot be
+        written, with the previous checkpoints intact and partial files removed."""
         self.step.assign(step)
         self.best.assign(-1.0 if best is None else best)
-        if self.chief:
-            return self.manager.save(checkpoint_number=step)
-        scratch = tempfile.mkdtemp(prefix="worker-backup-")
+        if not self.chief:
+            scratch = tempfile.mkdtemp(prefix="worker-backup-")
+            try:
+                tf.train.CheckpointManager(self.checkpoint, scratch, max_to_keep=1).save(step)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+            return None
         try:
-            tf.train.CheckpointManager(self.checkpoint, scratch, max_to_keep=1).save(step)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-        return None
+            saved = self.manager.save(checkpoint_number=step)
+        except (OSError, tf.errors.OpError) as err:
+            self._remove_partial(step)
+            where = (f"step {self.last_saved[0]} in {self.directory}" if self.last_saved
+                     else f"none yet in {self.directory}")
+            raise CheckpointWriteFailed(
+                f"could not write the checkpoint at step {step} "
+                f"({getattr(err, 'strerror', None) or errors.first_line(err, 120)}); "
+                f"the last good checkpoint is kept ({where}); free space and run the "
+                "same command again to resume") from err
+        self.last_saved = (step, saved)
+        return saved
+
+    def _remove_partial(self, step):
+        prefix = os.path.join(self.directory, f"ckpt-{step}")
+        shutil.rmtree(prefix + "_temp", ignore_errors=True)
+        if prefix not in self.manager.checkpoints:
+            for leftover in glob.glob(glob.escape(prefix) + ".*"):
+                os.remove(leftover)
 
 
 class _Logs:
@@ -576,13 +751,30 @@ def train(model_name, dataset, *, epochs, batch_size, model_dir, data_dir=None,
     started = time.time()
     if mixed_precision is None:
         mixed_precision = default_mixed_precision()
-    for name, value in (("epochs", epochs), ("batch size", batch_size)):
-        if not isinstance(value, int) or value < 1:
+    for name, value, optional in (
+            ("epochs", epochs, False), ("batch size", batch_size, False),
+            ("image size", image_size, True), ("max steps", max_steps, True),
+            ("steps per epoch", steps_per_epoch, True), ("train subset", train_subset, True),
+            ("checkpoint every", checkpoint_every, True), ("output stride", output_stride, True),
+            ("CPU replicas", num_cpu_replicas, True)):
+        if optional and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    rundir.check_writable_dir(model_dir, "model dir")
+    rundir.check_writable_dir(export_dir, "export dir")
+    if export_dir is not None:
+        from resnet_keras import export
+
+        export.check_export_base(export_dir)
     data_lib.parse_dataset_spec(dataset)
     dist = make_strategy(strategy, num_cpu_replicas)
     data = data_lib.load_dataset(dataset, data_dir)
     data_lib.check_batch_size(batch_size, dist.num_replicas_in_sync)
+    _check_batch_fits(batch_size, data, train_subset, steps_per_epoch)
+    _check_class_names(data)
     config, recipe = _run_config(
         model_name, data, dist, dict(
             model_kwargs=model_kwargs, output_stride=output_stride, image_size=image_size,
@@ -604,14 +796,33 @@ def train(model_name, dataset, *, epochs, batch_size, model_dir, data_dir=None,
         optimizer_obj = make_optimizer(recipe, schedule_fn, model)
         loop = _Loop(dist, model, optimizer_obj, recipe, batch_size, data.num_classes)
     chief = is_chief(dist)
+    # One trainer per model dir; the workers of one cluster share it, the chief locks.
+    lock = rundir.RunLock(model_dir).acquire() if chief else None
+    try:
+        return _train_locked(started, model_dir, model, data, config, loop, chief,
+                             schedule_fn, optimizer_obj, export_dir, verbose, callbacks,
+                             checkpoint_every)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_locked(started, model_dir, model, data, config, loop, chief, schedule_fn,
+                  optimizer_obj, export_dir, verbose, callbacks, checkpoint_every):
+    """The part of :func:`train` that runs holding MODEL_DIR's lock."""
+    check_model_dir(model_dir, config)  # again, now that no other trainer can write it
     checkpoints = _Checkpoints(model_dir, model, optimizer_obj, chief)
     initial_step = checkpoints.restore()
     if chief:
         rundir.write_run_config(model_dir, config)
     run = _Run(loop, data, config, checkpoints, schedule_fn, verbose and chief, callbacks,
                checkpoint_every or min(config["steps_per_epoch"], DEFAULT_CHECKPOINT_EVERY))
-    history = run.fit(initial_step)
-    export_path = _save_final(model, model_dir, export_dir) if chief else None
+    try:
+        with _stop_on_signals(run), data.reading():  # no decodable image: ValueError
+            history = run.fit(initial_step)
+        export_path = _save_final(model, model_dir, export_dir) if chief else None
+    finally:
+        run.logs.close()
     result = TrainResult(
         model=model, model_dir=model_dir, top1=run.last_eval.get("accuracy"),
         top5=run.last_eval.get("top5"), best_top1=run.best,
@@ -624,8 +835,32 @@ def train(model_name, dataset, *, epochs, batch_size, model_dir, data_dir=None,
                             "best_top1": result.best_top1, "steps": result.steps,
                             "export_path": export_path}
         rundir.write_run_config(model_dir, config)
-    run.logs.close()
     return result
+
+
+def _check_batch_fits(batch_size, data, train_subset, steps_per_epoch):
+    """ValueError if an epoch (steps_per_epoch unset) would not hold one batch."""
+    num_train = min(train_subset or data.num_train, data.num_train)
+    if not steps_per_epoch and batch_size > num_train:
+        raise ValueError(
+            f"batch size {batch_size} is larger than the {num_train} training images of "
+            f"{data.spec}; use a batch size of at most {num_train} (or set steps per epoch)")
+
+
+def _check_class_names(data):
+    """ValueError for class names an export could not write (checked before training)."""
+    from resnet_keras import export
+
+    export.check_class_names(data.class_names)
+
+
+def _check_evaluated(metrics, data):
+    """ValueError if an evaluation saw no image (none of the split decoded)."""
+    if not metrics["count"]:
+        raise ValueError(
+            f"no image of the {data.eval_split!r} split of {data.spec} could be decoded "
+            f"({data.skipped_images} undecodable skipped); cannot evaluate on it")
+    return metrics
 
 
 def _run_config(model_name, data, strategy, options, recipe_options):
@@ -687,6 +922,7 @@ class _Run:
         self.step, self.best, self.last_eval = 0, None, {}
         self.seen_images, self.train_seconds = 0, 0.0
         self.skipped = 0
+        self.stop_signal = None  # set by SIGTERM / SIGINT (see _stop_on_signals)
 
     def images_per_second(self):
         return self.seen_images / self.train_seconds if self.train_seconds else 0.0
@@ -711,7 +947,8 @@ class _Run:
         self.best = best if best >= 0 else None
         if initial_step >= self.total:
             self._say(f"already trained: step {initial_step} of {self.total}")
-            self.last_eval = self.loop.evaluate(self._datasets(initial_step)[1])
+            self.last_eval = _check_evaluated(
+                self.loop.evaluate(self._datasets(initial_step)[1]), self.data)
             return []
         if initial_step:
             self._say(f"resuming from step {initial_step} (epoch "
@@ -741,9 +978,13 @@ class _Run:
             batch = next(iterator)
             if self.step == 0 and self.chief:
                 self._log_run_start(batch)
-            pending.append(self.loop.train_step(batch))
+            stop = tf.constant(0.0 if self.stop_signal is None else 1.0)
+            *sums, stops = self.loop.train_step(batch, stop)
+            pending.append(sums)
             self.step += 1
             tick_images += self.config["batch_size"]
+            if float(stops) > 0:  # here, or on any worker of the cluster
+                self._interrupt()
             if self.step % log_every and self.step % self.checkpoint_every and self.step < end:
                 continue
             interval = np.sum([[float(t) for t in r] for r in pending], axis=0)
@@ -772,6 +1013,9 @@ class _Run:
 
     def _end_epoch(self, epoch, metrics):
         val = self.loop.evaluate(self.eval_dist)
+        if not val["count"]:
+            self._checkpoint()  # keep the epoch's training
+            _check_evaluated(val, self.data)
         self.last_eval = val
         improved = self.best is None or val["accuracy"] > self.best
         if improved:
@@ -800,17 +1044,33 @@ class _Run:
         self.loop.sync_replicas()
         if not self.loop.weights_finite():
             raise TrainingDiverged(
-                f"weights are not finite at step {self.step}; training stopped and the last "
-                f"good checkpoint is kept in {self.checkpoints.directory} "
-                "(try a lower --learning-rate)")
+                f"weights are not finite at step {self.step}; training stopped and "
+                f"{self._kept()} (try a lower --learning-rate)")
         self.checkpoints.save(self.step, self.best)
+
+    def _interrupt(self):
+        """Save a checkpoint at the current step and stop (SIGTERM / SIGINT)."""
+        signum = self.stop_signal or signal.SIGTERM
+        self._checkpoint()
+        name = signal.Signals(signum).name if self.stop_signal else "a signal to another worker"
+        where = self.checkpoints.directory if self.chief else "the chief's model dir"
+        print(f"stopped by {name} at step {self.step} of {self.total}: checkpoint saved "
+              f"in {where}; run the same command again to resume", file=sys.stderr,
+              flush=True)
+        raise TrainingInterrupted(signum, self.step)
+
+    def _kept(self):
+        """Where the last good state is, as the end of a sentence."""
+        if self.checkpoints.last_saved:
+            step, prefix = self.checkpoints.last_saved
+            return f"the last good checkpoint is kept (step {step}, {prefix})"
+        return "no checkpoint had been written yet (a rerun starts from step 0)"
 
     def _check_finite(self, interval, epoch):
         if not np.all(np.isfinite(interval)):
             raise TrainingDiverged(
                 f"loss is {interval[0] / interval[2]} at step {self.step} (epoch {epoch + 1}); "
-                f"training stopped and the last good checkpoint is kept in "
-                f"{self.checkpoints.directory} (try a lower --learning-rate)")
+                f"training stopped and {self._kept()} (try a lower --learning-rate)")
 
     def _log_run_start(self, batch):
         images = self.loop.strategy.experimental_local_results(batch[0])[0]
@@ -819,8 +1079,7 @@ class _Run:
     def _report_skipped(self):
         skipped = self.data.skipped_images
         if skipped > self.skipped:
-            print(f"warning: {skipped} undecodable image(s) skipped so far "
-                  f"(counted on every pass over {self.data.spec})", file=sys.stderr)
+            print(f"warning: {self.data.skipped_report()}", file=sys.stderr)
             self.skipped = skipped
 
     def _callbacks(self, method, index, logs):
@@ -839,8 +1098,26 @@ class _Run:
 
 
 def train_main(args):
-    """``resnet-keras train``: train, save, optionally export, print a summary."""
-    result = train(
+    """``resnet-keras train``: train, save, optionally export, print a summary.
+
+    Exit status 143 / 130 after SIGTERM / SIGINT (a checkpoint was saved), 1
+    (one line) when a checkpoint cannot be written.
+    """
+    try:
+        result = _train_from_args(args)
+    except TrainingInterrupted as stop:
+        return stop.code
+    except CheckpointWriteFailed as err:
+        print(f"resnet-keras train: error: {errors.first_line(err)}", file=sys.stderr)
+        return 1
+    logs = rundir.path(result.model_dir, rundir.LOG_DIR)
+    print(f"TensorBoard logs: {logs}  (view with: tensorboard --logdir {logs})")
+    print(summary_line(result))
+    return 0
+
+
+def _train_from_args(args):
+    return train(
         args.model, args.dataset, epochs=args.epochs, batch_size=args.batch_size,
         model_dir=args.model_dir, data_dir=args.data_dir, export_dir=args.export_dir,
         image_size=args.image_size, strategy=args.strategy,
@@ -852,10 +1129,6 @@ def train_main(args):
         steps_per_epoch=args.steps_per_epoch, train_subset=args.train_subset,
         cache=args.cache, output_stride=args.output_stride,
         checkpoint_every=args.checkpoint_every)
-    logs = rundir.path(result.model_dir, rundir.LOG_DIR)
-    print(f"TensorBoard logs: {logs}  (view with: tensorboard --logdir {logs})")
-    print(summary_line(result))
-    return 0
 
 
 def summary_line(result):
@@ -885,7 +1158,7 @@ def evaluate(model_dir, dataset, data_dir=None, split=None, batch_size=128):
     loop = _Loop(strategy, model, None, recipe, batch_size, data.num_classes)
     dist = data_lib.distribute(strategy, lambda ctx: data_lib.eval_pipeline(
         data.eval, config["image_size"], batch_size, input_context=ctx), batch_size)
-    metrics = loop.evaluate(dist)
+    metrics = _check_evaluated(loop.evaluate(dist), data)
     return {"top1": metrics["accuracy"], "top5": metrics["top5"], "loss": metrics["loss"],
             "count": metrics["count"], "split": data.eval_split}
 

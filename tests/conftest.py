@@ -2,6 +2,12 @@
 
 Two logical CPU devices are configured before TensorFlow runs any op, so
 MirroredStrategy tests get two replicas on a machine without a GPU.
+
+Tests that need the shared data (``../shared`` or ``$RESNET_KERAS_SHARED``:
+``datasets/cifar10_jpeg.tar.gz`` and ``reference/``) or torch skip without
+them on a developer's machine; under ``CI`` (set and not ``0``/``false``) a
+missing shared folder stops the run at its start, and a missing torch fails
+the tests that need it.
 """
 import os
 
@@ -38,5 +44,36 @@ def cifar_subset(tmp_path_factory):
     return extract_cifar_subset(str(tmp_path_factory.mktemp("cifar10")), 10, 4)
 
 
+def in_ci():
+    """Whether the suite runs under CI (the ``CI`` environment variable)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def missing_shared():
+    """The shared paths the suite needs that are absent."""
+    return [path for path, present in ((CIFAR_TARBALL, os.path.isfile(CIFAR_TARBALL)),
+                                       (REFERENCE, os.path.isdir(REFERENCE))) if not present]
+
+
+def require_torch():
+    """The torch module; skip without it, except under CI, where that fails."""
+    try:
+        import torch
+    except ImportError:
+        if in_ci():
+            pytest.fail("torch is not installed; CI installs it with the [torch] extra "
+                        "(make test)", pytrace=False)
+        pytest.skip("torch not installed (pip install 'resnet-keras[torch]')")
+    return torch
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long tests (still run in CI)")
+
+
+def pytest_sessionstart(session):
+    missing = missing_shared()
+    if in_ci() and missing:
+        pytest.exit(f"CI needs the shared test data, missing: {', '.join(missing)} "
+                    f"(set RESNET_KERAS_SHARED to the shared folder)",
+                    returncode=pytest.ExitCode.USAGE_ERROR)

@@ -89,6 +89,121 @@ def test_epochs_are_reshuffled(cifar):
     assert sorted(first) == sorted(second) and not np.array_equal(first, second)
 
 
+# torchvision's ImageNet statistics, written out here as the reference.
+TORCH_MEAN = np.array([0.485, 0.456, 0.406])
+TORCH_STD = np.array([0.229, 0.224, 0.225])
+
+
+def _pixels(normalised):
+    """Normalised images back to pixel values (with the statistics above)."""
+    return (np.asarray(normalised, np.float64) * TORCH_STD + TORCH_MEAN) * 255.0
+
+
+def test_normalize_against_written_numbers_and_keras():
+    pixels = np.array([[[0, 128, 255], [255, 0, 64]]], np.uint8)
+    expected = [[[-2.1179039, 0.2051821, 2.6400000], [2.2489083, -2.0357143, -0.6889760]]]
+    np.testing.assert_allclose(preprocessing.normalize(pixels).numpy(), expected, atol=1e-6)
+    import keras
+
+    images = np.random.default_rng(0).integers(0, 256, (2, 5, 7, 3)).astype(np.float32)
+    reference = keras.applications.imagenet_utils.preprocess_input(
+        images.copy(), mode="torch", data_format="channels_last")
+    np.testing.assert_allclose(preprocessing.normalize(images).numpy(), reference, atol=1e-6)
+
+
+def _pil_resize(image, height, width):
+    """Bilinear (antialiased) resize of each channel by PIL in float mode."""
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.fromarray(image[..., c].astype(np.float32), mode="F")
+                                .resize((width, height), Image.BILINEAR))
+                     for c in range(3)], axis=-1)
+
+
+@pytest.mark.parametrize("shape, size, resized, crop", [
+    ((20, 30), 32, (32, 32), (0, 0)),  # small: straight to the size, no crop
+    ((64, 48), 32, (32, 32), (0, 0)),
+    ((40, 60), 96, (110, 165), (7, 34)),  # shorter side to round(96 / 0.875) = 110
+    ((300, 200), 96, (165, 110), (34, 7)),
+    ((131, 130), 224, (258, 256), (17, 16)),
+])
+def test_eval_transform_against_pil(shape, size, resized, crop):
+    image = np.random.default_rng(1).integers(0, 256, shape + (3,), dtype=np.uint8)
+    top, left = crop
+    expected = _pil_resize(image, *resized)[top:top + size, left:left + size].clip(0, 255)
+    expected = (expected / 255.0 - TORCH_MEAN) / TORCH_STD
+    np.testing.assert_allclose(preprocessing.eval_transform(image, size).numpy(), expected,
+                               atol=2e-4)
+    batch = preprocessing.eval_transform(np.stack([image, image]), size).numpy()
+    np.testing.assert_allclose(batch[1], expected, atol=2e-4)
+
+
+def _coordinate_images(height, width, count, scale=1, base=0):
+    """COUNT copies of an image whose red value is BASE + SCALE * row and green
+    BASE + SCALE * column (blue 200), labelled 0..COUNT-1."""
+    rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+    image = np.stack([base + scale * rows, base + scale * cols, np.full_like(rows, 200)], -1)
+    images = np.repeat(image[None].astype(np.uint8), count, axis=0)
+    return image, tf.data.Dataset.from_tensor_slices((images, np.arange(count, dtype=np.int64)))
+
+
+def test_pad_crop_and_flip_are_exact():
+    """Every augmented CIFAR-size image is one padded crop at (dy, dx) in [0, 8], maybe
+    mirrored; across the stream many offsets and both mirrorings occur."""
+    image, ds = _coordinate_images(32, 32, 16, base=100)  # padding (0) is never a pixel
+    padded = np.pad(image, [(4, 4), (4, 4), (0, 0)])
+    candidates = {}
+    for dy in range(9):
+        for dx in range(9):
+            crop = padded[dy:dy + 32, dx:dx + 32]
+            candidates[(dy, dx, False)] = crop
+            candidates[(dy, dx, True)] = crop[:, ::-1]
+    seen = []
+    for images, _ in data.train_pipeline(ds, 32, 8, seed=4).take(6):
+        for out in np.rint(_pixels(images)).astype(np.int64):
+            matches = [key for key, crop in candidates.items() if np.array_equal(out, crop)]
+            assert len(matches) == 1, "not a padded crop of the image"
+            seen.append(matches[0])
+    offsets = {(dy, dx) for dy, dx, _ in seen}
+    assert len(offsets) >= 15
+    assert len({dy for dy, _ in offsets}) >= 6 and len({dx for _, dx in offsets}) >= 6
+    assert {flip for _, _, flip in seen} == {False, True}
+
+
+def test_random_resized_crop_is_a_mirrored_sub_rectangle():
+    """Large sizes: each image is an axis-aligned crop of the source (inside it, area
+    8-100 %, aspect 3/4-4/3), resized, maybe mirrored left-right."""
+    height, width, size = 60, 90, 80
+    _, ds = _coordinate_images(height, width, 12, scale=2)
+    boxes, flips = [], set()
+    for images, _ in data.train_pipeline(ds, size, 4, seed=2).take(3):
+        for out in _pixels(images):
+            red, green = out[..., 0], out[..., 1]
+            np.testing.assert_allclose(out[..., 2], 200, atol=0.05)
+            # Red depends on the row only, green on the column only: no rotation or shear.
+            assert red.std(axis=1).max() < 0.05 and green.std(axis=0).max() < 0.05
+            rows, cols = red[:, 0], green[0]
+            flipped = cols[-1] < cols[0]
+            flips.add(bool(flipped))
+            cols = cols[::-1] if flipped else cols
+            box = []
+            for values, extent in ((rows, height), (cols, width)):
+                inner = np.arange(4, size - 4)  # away from the clamped edges
+                slope, intercept = np.polyfit(inner, values[inner] / 2, 1)
+                assert np.abs(values[inner] / 2 - (slope * inner + intercept)).max() < 0.05
+                length = slope * size
+                start = intercept + 0.5 - 0.5 * slope
+                assert -0.05 < start and start + length < extent + 0.05
+                box += [start, length]
+            _, crop_h, _, crop_w = box
+            assert 0.08 - 0.01 <= crop_h * crop_w / (height * width) <= 1.0 + 0.01
+            assert 3 / 4 - 0.05 <= crop_w / crop_h <= 4 / 3 + 0.05
+            boxes.append(tuple(np.round(box, 1)))
+    assert flips == {False, True}
+    assert len(set(boxes)) >= 10
+    assert len({(round(top), round(left)) for top, _, left, _ in boxes}) >= 5
+
+
 def test_augmentation_changes_images(cifar):
     image = next(iter(cifar.train))[0]
     plain = preprocessing.normalize(image).numpy()

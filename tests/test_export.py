@@ -8,10 +8,14 @@ looked up by name. Outputs must match the Keras model on the same
 preprocessed real CIFAR-10 images.
 """
 import glob
+import hashlib
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 
 import keras
 import numpy as np
@@ -64,6 +68,35 @@ for i, request in enumerate(requests):
     out = function(**{key: tf.constant(feed_of(request))})
     np.savez(os.path.join(out_dir, f"eager-{i}.npz"),
              **{k: v.numpy() for k, v in out.items()})
+"""
+
+
+# Exports a small ResNet-20 into BASE in a fresh process. With HOOK
+# "before-rename" / "after-rename" it touches PAUSED and sleeps right before /
+# after the rename that publishes the version (the test then kills it).
+EXPORTER_SCRIPT = r"""
+import os, sys, time
+base, hook, paused = sys.argv[1:4]
+import keras
+from resnet_keras import build_model, export
+
+real_rename = os.rename
+
+def rename(src, dst):
+    if os.path.dirname(os.path.abspath(dst)) != os.path.abspath(base):
+        return real_rename(src, dst)
+    if hook == "before-rename":
+        open(paused, "w").close()
+        time.sleep(600)
+    real_rename(src, dst)
+    if hook == "after-rename":
+        open(paused, "w").close()
+        time.sleep(600)
+
+os.rename = rename
+keras.utils.set_random_seed(1)
+model = build_model("resnet20", classes=10, input_shape=(32, 32, 3), depths=(1, 1, 1))
+print(export.export_saved_model(model, base, image_size=32))
 """
 
 
@@ -321,6 +354,109 @@ def test_versions_increment_skip_other_names_and_never_overwrite(tmp_path):
     assert export.list_versions(base) == [1, 7, 8]
 
 
+def _files_digest(folder):
+    """{relative path: sha256} of every file under FOLDER."""
+    digest = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                digest[os.path.relpath(path, folder)] = hashlib.sha256(f.read()).hexdigest()
+    return digest
+
+
+def _staging_names(base):
+    return [name for name in os.listdir(base) if name.startswith(".tmp-")]
+
+
+def _wait_for(condition, process, timeout=240):
+    deadline = time.time() + timeout
+    while not condition():
+        if process.poll() is not None:
+            pytest.fail(f"the exporter exited ({process.returncode}) before the point to "
+                        f"kill it at:\n{process.stdout.read()[-3000:]}")
+        assert time.time() < deadline, "the exporter never reached the point to kill it at"
+        time.sleep(0.005)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moment", ["write", "before-rename", "after-rename"])
+def test_sigkill_during_export_never_leaves_a_partial_version(moment, tmp_path):
+    """SIGKILL while the SavedModel is written, and right before / after the
+    rename: every numbered version present loads as the server loads it (or
+    none is there), and the next export succeeds and removes the dead
+    exporter's staging folder."""
+    base = tmp_path / "serving"
+    base.mkdir()
+    paused = tmp_path / "paused"
+    process = subprocess.Popen(
+        [sys.executable, "-c", EXPORTER_SCRIPT, str(base), moment, str(paused)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    try:
+        if moment == "write":  # the SavedModel folder being written has appeared
+            _wait_for(lambda: export.list_versions(str(base)) or any(
+                os.path.isdir(os.path.join(base, n, "model")) for n in _staging_names(base)),
+                process)
+        else:
+            _wait_for(paused.exists, process)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        process.stdout.close()
+    assert process.returncode == -signal.SIGKILL
+    assert len(_staging_names(base)) == 1  # killed half-way: its staging folder is left
+    published = export.list_versions(str(base))
+    assert published == ([1] if moment == "after-rename" else [])
+    for version in published:
+        loaded = export.load_serving(os.path.join(base, str(version)))
+        assert set(export.SIGNATURES) <= set(loaded.signatures)
+        assert export.read_labels(os.path.join(base, str(version)), 10) == [
+            str(i) for i in range(10)]
+
+    path = export.export_saved_model(small_model(), str(base), image_size=32,
+                                     class_names=CLASSES)
+    assert path == os.path.join(base, str(len(published) + 1))
+    assert _staging_names(base) == []
+    assert export.read_labels(path) == CLASSES
+
+
+def _start_tick(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[19]
+
+
+def test_export_removes_only_dead_staging_folders_of_this_host(tmp_path):
+    """Staging folders are named .tmp-<version>-<host>-<pid>-<start>: those of
+    a finished process on this host go, those of a live process (the pid
+    and its start time match), of another host, or of a reused pid's
+    earlier owner (start time differs) are judged correctly."""
+    host = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+    other_host = "0" * 8 if host != "0" * 8 else "1" * 8
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    live = subprocess.Popen(["sleep", "60"])
+    try:
+        names = {
+            "dead": f".tmp-3-{host}-{finished.pid}-0",
+            "reused pid": f".tmp-4-{host}-{live.pid}-1",
+            "live": f".tmp-5-{host}-{live.pid}-{_start_tick(live.pid)}",
+            "other host": f".tmp-6-{other_host}-{finished.pid}-0",
+            "not staging": ".tmp-notes",
+        }
+        for name in names.values():
+            os.makedirs(tmp_path / name / "model")
+        export.export_saved_model(small_model(), str(tmp_path), image_size=32,
+                                  class_names=CLASSES)
+        left = set(os.listdir(tmp_path))
+    finally:
+        live.kill()
+        live.wait()
+    assert left == {"1", names["live"], names["other host"], names["not staging"]}
+
+
 def test_failed_export_leaves_no_temp_folder(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
@@ -417,6 +553,40 @@ def test_cli_export_refuses_an_existing_version(tmp_path, capsys):
     assert sorted(os.listdir(base)) == ["4"]
 
 
+def test_cli_export_into_a_version_folder_is_refused(exported, tmp_path, capsys):
+    """--export-dir naming an existing version (not its base): exit 2, one
+    line, nothing in the version changes."""
+    _, _, version_dir = exported
+    before = _files_digest(version_dir)
+    model_dir = make_model_dir(tmp_path / "run", small_model())
+    code, _, err = run_cli(["export", "--model-dir", model_dir, "--export-dir", version_dir],
+                           capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"resnet-keras export: error: export dir {version_dir!r} is an "
+                          "existing exported version"), err
+    assert _files_digest(version_dir) == before
+
+
+def test_cli_train_export_onto_an_existing_version(cifar_subset, tmp_path, capsys):
+    """train --export-dir BASE/1 where BASE/1 is an export: exit 2, one line,
+    the version's files unchanged and nothing added to it."""
+    base = str(tmp_path / "serving")
+    version_dir = export.export_saved_model(small_model(), base, image_size=32,
+                                            class_names=CLASSES)
+    before = _files_digest(version_dir)
+    code, _, err = run_cli(
+        ["train", "--model", "resnet20", "--dataset", f"folder:{cifar_subset}",
+         "--epochs", "1", "--batch-size", "8", "--steps-per-epoch", "1",
+         "--strategy", "one-device", "--seed", "0", "--model-dir", str(tmp_path / "run"),
+         "--export-dir", version_dir], capsys)
+    assert code == 2, err
+    assert err.count("\n") == 1 and "is an existing exported version" in err, err
+    assert _files_digest(version_dir) == before
+    assert os.listdir(base) == ["1"]
+    # Refused before training: no run was written.
+    assert not os.path.exists(tmp_path / "run" / "backup"), os.listdir(tmp_path / "run")
+
+
 def test_cli_export_without_a_training_run(tmp_path, capsys):
     code, _, err = run_cli(
         ["export", "--model-dir", str(tmp_path), "--export-dir", str(tmp_path / "out")], capsys)
@@ -435,11 +605,32 @@ def test_cli_predict_bad_inputs(exported, cifar_images, tmp_path, capsys):
         ([str(tmp_path / "broken"), cifar_images[0]], "is not a SavedModel"),
         ([version_dir, str(tmp_path / "nope.jpg")], "image file"),
         ([version_dir, str(tmp_path / "notes.txt")], "cannot decode image"),
+        ([version_dir, str(empty)], f"image {str(empty)!r} is a directory; pass image files"),
     ]
     for (export_dir, image), message in cases:
         code, out, err = run_cli(["predict", "--export-dir", export_dir, image], capsys)
         assert code == 2, (export_dir, image, out)
         assert err.count("\n") == 1 and message in err, err
+
+
+@pytest.mark.parametrize("lines", [5, 11])
+def test_cli_predict_refuses_labels_of_another_length(lines, exported, cifar_images,
+                                                     tmp_path, capsys):
+    """A labels.txt with fewer (or more) lines than classes: exit 2 at load,
+    one line naming the file and both counts."""
+    import shutil
+
+    _, _, version_dir = exported
+    copy = str(tmp_path / "1")
+    shutil.copytree(version_dir, copy)
+    labels_path = os.path.join(copy, "assets", "labels.txt")
+    with open(labels_path, "w") as f:
+        f.write("".join(f"class{i}\n" for i in range(lines)))
+    code, out, err = run_cli(["predict", "--export-dir", copy, cifar_images[0]], capsys)
+    assert code == 2 and out == "", out
+    assert err == (f"resnet-keras predict: error: labels file {labels_path!r} has {lines} "
+                   "lines for a model with 10 classes; it needs one class name a line, "
+                   "in class-index order\n")
 
 
 # --------------------------------------------------------------------------

@@ -167,10 +167,55 @@ def test_rerun_of_a_finished_run_trains_nothing(one_device_run, cifar_subset):
     assert again.top1 is not None
 
 
-def test_mirrored_two_cpu_replicas(cifar_subset, tmp_path):
-    result = _train(cifar_subset, tmp_path, strategy="mirrored", num_cpu_replicas=2)
+def _replica_copies(model):
+    """Per-replica values of the BN moving statistics: arrays [replicas, channels]."""
+    return [np.stack([np.asarray(c) for c in v.value.values])
+            for v in model.non_trainable_variables if "moving" in v.path]
+
+
+def test_mirrored_two_cpu_replicas(cifar_subset, tmp_path, monkeypatch):
+    """Each replica's batch-norm statistics follow its own images; before every
+    evaluation and every checkpoint they are replaced by their mean."""
+    events = []
+    sync, totals, save = (train_lib._Loop.sync_replicas, train_lib._Loop.evaluation_totals,
+                          train_lib._Checkpoints.save)
+
+    def recording_sync(loop):
+        before = _replica_copies(loop.model)
+        sync(loop)
+        events.append(("sync", before))
+
+    def recording_totals(loop, dist):
+        events.append(("evaluate", _replica_copies(loop.model)))
+        return totals(loop, dist)
+
+    def recording_save(checkpoints, step, best):
+        events.append(("checkpoint", _replica_copies(checkpoints.checkpoint.model)))
+        return save(checkpoints, step, best)
+
+    monkeypatch.setattr(train_lib._Loop, "sync_replicas", recording_sync)
+    monkeypatch.setattr(train_lib._Loop, "evaluation_totals", recording_totals)
+    monkeypatch.setattr(train_lib._Checkpoints, "save", recording_save)
+    result = _train(cifar_subset, tmp_path, strategy="mirrored", num_cpu_replicas=2,
+                    checkpoint_every=1)
     assert result.steps == 3 and np.isfinite(result.history[0]["loss"])
     assert rundir.read_run_config(str(tmp_path))["num_replicas"] == 2
+    kinds = [kind for kind, _ in events if kind != "sync"]
+    assert kinds.count("checkpoint") == 3 and kinds.count("evaluate") == 1
+    # After each of the 3 steps the replicas, trained on different images, differ.
+    differing = [kind == "sync" and any(not np.array_equal(v[0], v[1]) for v in values)
+                 for kind, values in events]
+    assert sum(differing) == 3
+    before = None
+    for kind, values in events:
+        if kind == "sync":
+            before = values
+            continue
+        assert before is not None, f"{kind} before any replica averaging"
+        for value, unsynced in zip(values, before):
+            np.testing.assert_allclose(value[0], unsynced.mean(axis=0), rtol=1e-6, atol=1e-7)
+            np.testing.assert_array_equal(value[0], value[1])
+        before = values  # a later event without a sync in between must not differ
     moving = [v for v in result.model.non_trainable_variables if "moving_mean" in v.path]
     assert moving
     for variable in moving:  # per-replica copies were averaged before saving
@@ -209,6 +254,81 @@ def test_weight_decay_skips_biases_and_batch_norm():
     loop = train_lib._Loop(tf.distribute.get_strategy(), model, None, recipe, 8, 10)
     kernels = [v for v in model.trainable_variables if len(v.shape) > 1]
     assert loop.decayed == kernels and len(kernels) < len(model.trainable_variables)
+
+
+# /proc/cpuinfo "flags" lines (abridged) of real CPUs.
+CPUINFO_HEAD = ("processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\n"
+                "model name\t: {model}\n")
+CPUINFO_FLAGS = {
+    "cooper lake (AVX-512 BF16)": (
+        "Intel(R) Xeon(R) Platinum 8380H CPU @ 2.90GHz",
+        "fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush "
+        "mmx fxsr sse sse2 ss ht syscall nx pdpe1gb rdtscp lm constant_tsc rep_good nopl "
+        "xtopology nonstop_tsc cpuid pni pclmulqdq ssse3 fma cx16 pcid sse4_1 sse4_2 x2apic "
+        "movbe popcnt aes xsave avx f16c rdrand hypervisor lahf_lm abm 3dnowprefetch fsgsbase "
+        "bmi1 avx2 smep bmi2 erms invpcid avx512f avx512dq rdseed adx smap clflushopt clwb "
+        "avx512cd avx512bw avx512vl xsaveopt xsavec xgetbv1 xsaves avx512_bf16 avx512_vnni "
+        "arat pku ospke md_clear arch_capabilities"),
+    "sapphire rapids (AMX)": (
+        "Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz",
+        "fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush "
+        "mmx fxsr sse sse2 ss ht syscall nx pdpe1gb rdtscp lm constant_tsc rep_good nopl "
+        "pni pclmulqdq ssse3 fma cx16 pcid sse4_1 sse4_2 x2apic movbe popcnt aes xsave avx "
+        "f16c rdrand hypervisor lahf_lm abm bmi1 avx2 smep bmi2 erms avx512f avx512dq rdseed "
+        "adx smap avx512ifma clflushopt clwb avx512cd sha_ni avx512bw avx512vl avx512vbmi "
+        "umip pku ospke waitpkg avx512_vbmi2 gfni vaes vpclmulqdq avx512_vnni avx512_bitalg "
+        "avx512_vpopcntdq rdpid cldemote movdiri movdir64b fsrm md_clear serialize tsxldtrk "
+        "amx_bf16 avx512_fp16 amx_tile amx_int8 arch_capabilities"),
+    "broadwell (AVX2 only)": (
+        "Intel(R) Xeon(R) CPU E5-2686 v4 @ 2.30GHz",
+        "fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush "
+        "mmx fxsr sse sse2 ht syscall nx pdpe1gb rdtscp lm constant_tsc rep_good nopl "
+        "xtopology nonstop_tsc cpuid aperfmperf pni pclmulqdq ssse3 fma cx16 pcid sse4_1 "
+        "sse4_2 x2apic movbe popcnt tsc_deadline_timer aes xsave avx f16c rdrand hypervisor "
+        "lahf_lm abm 3dnowprefetch invpcid_single pti fsgsbase bmi1 hle avx2 smep bmi2 erms "
+        "invpcid rtm rdseed adx xsaveopt"),
+}
+
+
+def _cpuinfo(tmp_path, cpu):
+    model, flags = CPUINFO_FLAGS[cpu]
+    path = tmp_path / "cpuinfo"
+    block = CPUINFO_HEAD.format(model=model) + f"flags\t\t: {flags}\n" \
+        "vmx flags\t: vnmi preemption_timer invvpid ept_x_only\nbugs\t\t: spectre_v1\n\n"
+    path.write_text(block + block.replace("processor\t: 0", "processor\t: 1"))
+    return str(path)
+
+
+@pytest.mark.parametrize("cpu, native", [("cooper lake (AVX-512 BF16)", True),
+                                         ("sapphire rapids (AMX)", True),
+                                         ("broadwell (AVX2 only)", False)])
+def test_precision_default_per_device(tmp_path, cpu, native):
+    cpuinfo = _cpuinfo(tmp_path, cpu)
+    assert train_lib.cpu_has_native_bfloat16(cpuinfo) is native
+    default = train_lib.default_mixed_precision(has_gpu=False, cpuinfo=cpuinfo)
+    assert train_lib.precision_policy(default, has_gpu=False) == (
+        "mixed_bfloat16" if native else "float32")
+    # GPUs default to float32 whatever the CPU; asked for, mixed precision is float16.
+    assert train_lib.default_mixed_precision(has_gpu=True, cpuinfo=cpuinfo) is False
+    assert train_lib.precision_policy(False, has_gpu=True) == "float32"
+    assert train_lib.precision_policy(True, has_gpu=True) == "mixed_float16"
+    assert train_lib.precision_policy(True, has_gpu=False) == "mixed_bfloat16"
+
+
+def test_precision_default_without_cpuinfo(tmp_path):
+    assert train_lib.cpu_has_native_bfloat16(str(tmp_path / "missing")) is False
+
+
+@pytest.mark.parametrize("cpu, policy", [("broadwell (AVX2 only)", "float32"),
+                                         ("cooper lake (AVX-512 BF16)", "mixed_bfloat16")])
+def test_training_takes_the_devices_precision(cifar_subset, tmp_path, monkeypatch, cpu,
+                                              policy):
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("the CPU default applies without a GPU")
+    monkeypatch.setattr(train_lib, "CPUINFO", _cpuinfo(tmp_path, cpu))
+    result = _train(cifar_subset, tmp_path / "run", max_steps=1)
+    assert result.config["recipe"]["mixed_precision"] is (policy != "float32")
+    assert result.model.get_layer("conv1_conv").dtype_policy.name == policy
 
 
 def test_learning_rate_schedule():
@@ -259,6 +379,8 @@ def test_resume_after_sigkill(cifar_subset, tmp_path):
     os.kill(process.pid, signal.SIGKILL)
     process.wait(timeout=30)
     assert process.returncode == -signal.SIGKILL
+    # The killed run's lock is left behind; it must not block the resume.
+    assert os.path.exists(rundir.path(str(model_dir), rundir.LOCK_FILE))
     assert not os.path.exists(rundir.path(str(model_dir), rundir.FINAL_MODEL))
 
     resumed = _finish(_start_worker(dict(args, weights_out=str(tmp_path / "resumed.npz"))))
