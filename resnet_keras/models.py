@@ -68,8 +68,15 @@ def _check_head(include_top, pooling, classes, classifier_activation, model_name
 
 
 def _stem(ops, x, spec):
-    if spec.stem in ("imagenet", "imagenet_v2"):
-        if spec.stem == "imagenet":
+    if spec.stem in ("imagenet", "imagenet_v2", "deep"):
+        if spec.stem == "deep":
+            half = spec.stem_width // 2
+            x = ops.conv_bn(x, half, 3, 2, name="conv1_1")
+            x = ops.conv_bn(x, half, 3, 1, name="conv1_2")
+            x = ops.conv(x, spec.stem_width, 3, 1, name="conv1_3")
+            x = ops.bn(name="conv1_bn")(x)
+            x = layers.ReLU(name="conv1_relu")(x)
+        elif spec.stem == "imagenet":
             x = ops.conv_bn(x, spec.stem_width, 7, 2, name="conv1")
         else:  # pre-activation: the first block normalises
             x = ops.conv(x, spec.stem_width, 7, 2, use_bias=True, name="conv1")
@@ -90,6 +97,7 @@ def _body(ops, x, spec):
     drn_levels = spec.family in ("drn_c", "drn_d")
     base = int(math.log2(spec.stem_stride))
     x = _stem(ops, x, spec)
+    drop_rates = specs_lib.drop_path_rates(spec)
     for i, (stride, dilation, first) in enumerate(spec.stage_plan()):
         depth, kind = spec.depths[i], spec.kinds[i]
         name = f"level{i + 1}" if drn_levels else f"conv{i + 2}"
@@ -98,7 +106,8 @@ def _body(ops, x, spec):
             x = conv_stage(ops, x, spec.widths[i], depth, stride, dilation, name)
         else:
             x = residual_stage(ops, x, i, depth, stride, dilation, first, name,
-                               on_level=lambda t, k=key: levels.__setitem__(k, t))
+                               on_level=lambda t, k=key: levels.__setitem__(k, t),
+                               drop_rates=drop_rates[i])
         # A v2 stage that strides in its last block has reported the level
         # at its own resolution already.
         levels.setdefault(key, x)
@@ -145,7 +154,11 @@ def build_model(model_name, /, *, include_top=True, weights=None, input_tensor=N
         output_stride: total downsampling; smaller values dilate the last
             stages instead of striding them (see the spec's ``output_strides``).
         **overrides: spec fields to change: depths, widths, block,
-            base_width, groups, expansion.
+            base_width, groups, expansion, stem ("imagenet", "deep",
+            "cifar" on the ImageNet ResNets), shortcut ("projection",
+            "avgpool", "pad"), attention (None, "se", "eca"), se_reduction,
+            eca_kernel_size, drop_path_rate, zero_init_last (see
+            :class:`resnet_keras.specs.ModelSpec`).
 
     Returns:
         A ``keras.Model``.
@@ -184,7 +197,8 @@ def build_backbone(model_name, /, *, input_tensor=None, input_shape=None, name=N
 
 
 def count_macs(model):
-    """Multiply-adds of one forward pass of one image (convs and dense layers).
+    """Multiply-adds of one forward pass of one image (convs and dense layers;
+    pooling, BN, activations and the attention gates' products are not counted).
 
     The model needs a fixed input size, e.g. ``input_shape=(224, 224, 3)``.
     """
@@ -197,6 +211,9 @@ def count_macs(model):
                                  f"has input shape {tuple(model.input_shape)}")
             kh, kw, cin_per_group, cout = layer.kernel.shape
             total += out[1] * out[2] * cout * kh * kw * cin_per_group
+        elif isinstance(layer, layers.Conv1D):  # ECA's conv across channels
+            k, cin_per_group, cout = layer.kernel.shape
+            total += layer.output.shape[1] * cout * k * cin_per_group
         elif isinstance(layer, layers.Dense):
             total += math.prod(layer.kernel.shape)
     return int(total)

@@ -4,7 +4,9 @@ A :class:`ModelSpec` describes a whole network: its stem, the kind of each
 stage (residual, plain conv, or DRN "degridding"), depths, widths, strides,
 fixed dilations, the bottleneck's width and groups, and the output-stride
 rule. One builder (:mod:`resnet_keras.models`) reads it. The ResNet variants,
-ResNeXt, Wide ResNet, the CIFAR ResNets and DRN-A/C/D differ only in their row.
+ResNeXt, Wide ResNet, the CIFAR ResNets, DRN-A/C/D and timm's ResNet-D,
+SE-ResNet and ECA-ResNet-D differ only in their row (stem, shortcut,
+attention, stochastic depth, zero-initialised branches are fields too).
 """
 import dataclasses
 import math
@@ -14,17 +16,25 @@ from typing import Optional, Tuple
 FAMILIES = ("resnet", "resnet_v2", "cifar", "drn_a", "drn_c", "drn_d")
 BLOCKS = ("basic", "bottleneck")
 # Stem -> total stride of the stem.
-STEM_STRIDES = {"imagenet": 4, "imagenet_v2": 4, "cifar": 1, "drn": 1}
+STEM_STRIDES = {"imagenet": 4, "imagenet_v2": 4, "deep": 4, "cifar": 1, "drn": 1}
+# Stems each family can be built with (the first is the family's own).
+FAMILY_STEMS = {
+    "resnet": ("imagenet", "deep", "cifar"), "drn_a": ("imagenet", "deep", "cifar"),
+    "resnet_v2": ("imagenet_v2",), "cifar": ("cifar",), "drn_c": ("drn",), "drn_d": ("drn",),
+}
 # Stage kinds: "residual" uses the spec's block; "basic" is always a basic
 # residual block (DRN-C levels 1-2); "degrid" is a basic block without the
 # residual addition (DRN-C levels 7-8); "conv" is a plain conv-BN-ReLU stack
 # (DRN-D levels 1, 2, 7, 8).
 STAGE_KINDS = ("residual", "basic", "degrid", "conv")
-SHORTCUTS = ("projection", "pad")
+SHORTCUTS = ("projection", "pad", "avgpool")
+ATTENTIONS = (None, "se", "eca")
 FIRST_DILATIONS = ("previous", "same", "one")
 
 # Fields that build_model(name, **overrides) and the tuner may change.
-OVERRIDABLE = ("depths", "widths", "block", "base_width", "groups", "expansion")
+OVERRIDABLE = ("depths", "widths", "block", "base_width", "groups", "expansion",
+               "stem", "shortcut", "attention", "se_reduction", "eca_kernel_size",
+               "drop_path_rate", "zero_init_last")
 
 
 @dataclass(frozen=True)
@@ -41,9 +51,13 @@ class ModelSpec:
         dilations: fixed per-stage dilation (DRN levels); default all 1.
         kinds: per-stage kind, one of STAGE_KINDS; default all "residual".
         stem: "imagenet" (7x7/2 conv + 3x3/2 max-pool), "imagenet_v2" (the
-            same without BN/ReLU, for pre-activation nets), "cifar" (3x3/1
-            conv) or "drn" (7x7/1 conv).
-        stem_width: channels of the stem conv.
+            same without BN/ReLU, for pre-activation nets), "deep" (three
+            3x3 convs of ``stem_width / 2``, ``stem_width / 2`` and
+            ``stem_width`` channels, the first with stride 2, then the 3x3/2
+            max-pool: ResNet-C/D, timm's ``stem_type='deep'``), "cifar" (3x3/1
+            conv, no pooling) or "drn" (7x7/1 conv). FAMILY_STEMS lists the
+            stems of each family.
+        stem_width: channels out of the stem.
         base_width: bottleneck width per group at width 64; the bottleneck's
             inner width is ``int(width * base_width / 64) * groups``
             (torchvision's rule: 64 for ResNet, 128 for Wide ResNet-2,
@@ -56,8 +70,27 @@ class ModelSpec:
             (v1, keras.applications) instead of the 3x3 (v1.5).
         conv_bias: convs followed by BN have a bias (keras.applications v1).
         bn_epsilon, bn_momentum: BatchNormalization settings.
-        shortcut: "projection" (1x1 conv + BN) or "pad" (parameter-free
-            subsample and zero-pad channels, He et al.'s CIFAR option A).
+        shortcut: "projection" (1x1 conv + BN), "pad" (parameter-free
+            subsample and zero-pad channels, He et al.'s CIFAR option A) or
+            "avgpool" (ResNet-D, timm's ``avg_down``: a 2x2 average pool with
+            the block's stride, then 1x1 conv + BN; in a dilated stage a 2x2
+            stride-1 pool).
+        attention: None, "se" (squeeze-and-excitation: global average pool,
+            1x1 conv with bias to ``channels / se_reduction`` rounded to a
+            multiple of 8 (at least 8), ReLU, 1x1 conv with bias, sigmoid gate)
+            or "eca" (efficient channel attention: a 1D conv across the
+            pooled channels, sigmoid gate), on the residual branch after its
+            last BN (timm's SEModule / EcaModule placement).
+        se_reduction: the SE bottleneck's reduction (timm's ``rd_ratio =
+            1 / se_reduction``).
+        eca_kernel_size: ECA's 1D kernel size; None picks it from the channels
+            as ECA-Net does (``t = int((log2(C) + 1) / 2)``, the next odd
+            number, at least 3).
+        drop_path_rate: stochastic depth: block ``i`` of ``n`` drops its
+            residual branch with probability ``drop_path_rate * i / (n - 1)``
+            in training (timm's linear rule); identity at inference.
+        zero_init_last: initialise the last BN gamma of every residual branch
+            to 0, so every block starts as the identity.
         first_dilation: dilation of the first block of a dilated stage:
             "previous" (the stage's incoming dilation; timm/torchvision),
             "same" (the stage's own; DRN-C/D) or "one" (DRN-A).
@@ -85,6 +118,11 @@ class ModelSpec:
     bn_epsilon: float = 1e-5
     bn_momentum: float = 0.9
     shortcut: str = "projection"
+    attention: Optional[str] = None
+    se_reduction: int = 16
+    eca_kernel_size: Optional[int] = None
+    drop_path_rate: float = 0.0
+    zero_init_last: bool = False
     first_dilation: str = "previous"
     output_strides: Tuple[int, ...] = (8, 16, 32)
     output_stride: Optional[int] = None
@@ -151,8 +189,9 @@ class ModelSpec:
         """Raise ValueError (one line naming the bad value) if inconsistent."""
         _choice("family", self.family, FAMILIES, name)
         _choice("block", self.block, BLOCKS, name)
-        _choice("stem", self.stem, tuple(STEM_STRIDES), name)
+        _choice("stem", self.stem, FAMILY_STEMS[self.family], name)
         _choice("shortcut", self.shortcut, SHORTCUTS, name)
+        _choice("attention", self.attention, ATTENTIONS, name)
         _choice("first_dilation", self.first_dilation, FIRST_DILATIONS, name)
         for kind in self.kinds:
             _choice("stage kind", kind, STAGE_KINDS, name)
@@ -188,11 +227,61 @@ class ModelSpec:
         if self.preact and self.shortcut != "projection":
             raise ValueError(f"shortcut={self.shortcut!r} for {name}: pre-activation "
                              "networks use 'projection'")
+        self._validate_regularisers(name)
         if self.output_stride is not None and self.output_stride not in self.output_strides:
             raise ValueError(
                 f"output_stride={self.output_stride!r} is not valid for {name}; "
                 f"choices: {', '.join(str(s) for s in self.output_strides)}")
         return self
+
+
+    def _validate_regularisers(self, name):
+        if not is_int(self.se_reduction) or self.se_reduction < 1:
+            raise ValueError(f"se_reduction={self.se_reduction!r} for {name}: must be a "
+                             "positive integer (16 in SE-ResNets)")
+        k = self.eca_kernel_size
+        if k is not None and (not is_int(k) or k < 1 or k % 2 == 0):
+            raise ValueError(f"eca_kernel_size={k!r} for {name}: must be None (adaptive) "
+                             "or an odd positive integer")
+        rate = self.drop_path_rate
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+            raise ValueError(f"drop_path_rate={rate!r} for {name}: must be a number in "
+                             "[0, 1)")
+        if not isinstance(self.zero_init_last, bool):
+            raise ValueError(f"zero_init_last={self.zero_init_last!r} for {name}: "
+                             "expected True or False")
+        if self.preact and (self.attention or self.zero_init_last):
+            field = (f"attention={self.attention!r}" if self.attention
+                     else "zero_init_last=True")
+            raise ValueError(f"{field} is not available for {name}: its pre-activation "
+                             "blocks end in a conv, not a BatchNorm")
+
+
+def se_channels(channels, reduction=16, divisor=8):
+    """Squeeze-and-excitation width: ``channels / reduction`` rounded to the
+    nearest multiple of ``divisor``, at least ``divisor`` (timm's rule)."""
+    return max(divisor, int(channels / reduction + divisor / 2) // divisor * divisor)
+
+
+def eca_kernel_size(channels, gamma=2, beta=1):
+    """ECA-Net's adaptive kernel size for ``channels``: odd, at least 3."""
+    t = int(abs(math.log2(channels) + beta) / gamma)
+    return max(t if t % 2 else t + 1, 3)
+
+
+def drop_path_rates(spec):
+    """Per residual stage, the drop-path rate of each of its blocks.
+
+    Rates grow linearly from 0 at the first block to ``drop_path_rate`` at
+    the last, counted over the whole network; plain conv stages get ``()``.
+    """
+    counts = [0 if kind == "conv" else depth for depth, kind in zip(spec.depths, spec.kinds)]
+    total, index, out = sum(counts), 0, []
+    for count in counts:
+        out.append(tuple(spec.drop_path_rate * (index + b) / max(total - 1, 1)
+                         for b in range(count)))
+        index += count
+    return out
 
 
 def is_int(value):
@@ -257,7 +346,20 @@ def _drn(family, depths, block, description):
         description=description)
 
 
+def _timm(depths, block, description, **kw):
+    # timm's ResNet class: v1.5 topology, zero-initialised last BN (its default).
+    return ModelSpec(family="resnet", depths=depths, block=block, zero_init_last=True,
+                     description=description, **kw)
+
+
+def _timm_d(depths, block, description, **kw):
+    # ResNet-D: deep 3x3 stem (32-32-64) and average-pool shortcut downsampling.
+    return _timm(depths, block, description, stem="deep", shortcut="avgpool", **kw)
+
+
 _R50, _R101, _R152 = (3, 4, 6, 3), (3, 4, 23, 3), (3, 8, 36, 3)
+_R18 = _R26 = (2, 2, 2, 2)
+_R34 = (3, 4, 6, 3)
 _DRN_SHALLOW, _DRN_MID = (1, 1, 2, 2, 2, 2, 1, 1), (1, 1, 3, 4, 6, 3, 1, 1)
 
 SPECS = {
@@ -281,6 +383,24 @@ SPECS = {
     "wide_resnet101_2": _resnet(_R101, "bottleneck", "Wide ResNet-101-2 (torchvision)",
                                 base_width=128),
     **{f"resnet{d}": _cifar(d) for d in (20, 32, 44, 56, 110)},
+    "resnet18d": _timm_d(_R18, "basic", "ResNet-18-D (timm: deep stem, average-pool shortcut)"),
+    "resnet26d": _timm_d(_R26, "bottleneck", "ResNet-26-D (timm: deep stem, average-pool "
+                                             "shortcut)"),
+    "resnet34d": _timm_d(_R34, "basic", "ResNet-34-D (timm: deep stem, average-pool shortcut)"),
+    "resnet50d": _timm_d(_R50, "bottleneck", "ResNet-50-D (timm: deep stem, average-pool "
+                                             "shortcut)"),
+    "resnet101d": _timm_d(_R101, "bottleneck", "ResNet-101-D (timm)"),
+    "resnet152d": _timm_d(_R152, "bottleneck", "ResNet-152-D (timm)"),
+    "seresnet18": _timm(_R18, "basic", "SE-ResNet-18 (timm: squeeze-and-excitation in every "
+                                       "block)", attention="se"),
+    "seresnet34": _timm(_R34, "basic", "SE-ResNet-34 (timm)", attention="se"),
+    "seresnet50": _timm(_R50, "bottleneck", "SE-ResNet-50 (timm: squeeze-and-excitation in "
+                                            "every block)", attention="se"),
+    "seresnet101": _timm(_R101, "bottleneck", "SE-ResNet-101 (timm)", attention="se"),
+    "seresnet152": _timm(_R152, "bottleneck", "SE-ResNet-152 (timm)", attention="se"),
+    "ecaresnet50d": _timm_d(_R50, "bottleneck", "ECA-ResNet-50-D (timm: efficient channel "
+                                                "attention on ResNet-D)", attention="eca"),
+    "ecaresnet101d": _timm_d(_R101, "bottleneck", "ECA-ResNet-101-D (timm)", attention="eca"),
     "drn_a_50": ModelSpec(
         family="drn_a", depths=_R50, block="bottleneck", strides=(1, 2, 1, 1),
         dilations=(1, 1, 2, 4), first_dilation="one", output_strides=(8,),
@@ -312,8 +432,10 @@ def resolve_spec(name, output_stride=None, **overrides):
     """The spec for ``name`` with ``overrides`` applied, validated.
 
     ``overrides`` may set any of OVERRIDABLE (stage depths, widths, block,
-    bottleneck base width, groups, expansion). A ``depths``/``widths`` given as
-    a list is accepted.
+    bottleneck base width, groups, expansion, stem, shortcut, attention and its
+    parameters, drop_path_rate, zero_init_last). A ``depths``/``widths`` given
+    as a list is accepted. A new stem rescales the ``output_stride`` choices
+    by its stride.
     """
     spec = get_spec(name)
     unknown = sorted(set(overrides) - set(OVERRIDABLE))
@@ -326,6 +448,12 @@ def resolve_spec(name, output_stride=None, **overrides):
         changes["expansion"] = None  # re-derive from the new block
     if output_stride is not None:
         changes["output_stride"] = output_stride
+    new_stem = changes.get("stem", spec.stem)
+    if new_stem in STEM_STRIDES and new_stem != spec.stem:
+        # The output-stride choices follow the stem: a stride-1 stem on an
+        # ImageNet ResNet gives 2, 4, 8 instead of 8, 16, 32.
+        old, new = spec.stem_stride, STEM_STRIDES[new_stem]
+        changes["output_strides"] = tuple(s * new // old for s in spec.output_strides)
     try:
         spec = dataclasses.replace(spec, **changes) if changes else spec
     except TypeError as err:  # e.g. depths=3 instead of a tuple

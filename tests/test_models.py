@@ -1,10 +1,12 @@
 """Registry-generated tests: every registered model gets the same harness.
 
 Pinned numbers come from ../shared/reference/ARCHITECTURES.md (built from the
-reference implementations): Keras ``count_params()`` including BatchNorm
-moving statistics, the PyTorch parameter count (= our trainable count), and
-multiply-adds at 224x224.
+reference implementations) and, for the timm family, from timm 1.0.31
+(../shared/reference/timm/facts.json): Keras ``count_params()`` including
+BatchNorm moving statistics, the PyTorch parameter count (= our trainable
+count), and multiply-adds at 224x224.
 """
+import json
 import math
 import os
 
@@ -30,6 +32,12 @@ KERAS_PARAMS = {
     "drn_c_58": 40_599_384,
     "drn_d_22": 16_405_528, "drn_d_38": 26_521_112, "drn_d_54": 35_864_344,
     "drn_d_105": 54_908_696,
+    # timm: torch parameters + BN running mean/var.
+    "resnet18d": 11_718_472, "resnet26d": 16_045_384, "resnet34d": 21_834_056,
+    "resnet50d": 25_629_512, "resnet101d": 44_673_864, "resnet152d": 60_363_592,
+    "seresnet18": 11_789_224, "seresnet34": 21_977_440, "seresnet50": 28_141_144,
+    "seresnet101": 49_432_216, "seresnet152": 66_973_272,
+    "ecaresnet50d": 25_629_598, "ecaresnet101d": 44_674_035,
 }
 # PyTorch parameter counts (torchvision, fyu/drn) at 1000 classes: these
 # equal our trainable parameter counts.
@@ -42,7 +50,16 @@ TORCH_PARAMS = {
     "drn_c_58": 41_591_608 - 1_049_600,  # without the unused projection
     "drn_d_22": 16_393_752, "drn_d_38": 26_501_912, "drn_d_54": 35_809_176,
     "drn_d_105": 54_801_304,
+    # timm 1.0.31, pretrained=False, 1000 classes.
+    "resnet18d": 11_708_744, "resnet26d": 16_014_408, "resnet34d": 21_816_904,
+    "resnet50d": 25_576_264, "resnet101d": 44_568_392, "resnet152d": 60_212_040,
+    "seresnet18": 11_779_624, "seresnet34": 21_960_416, "seresnet50": 28_088_024,
+    "seresnet101": 49_326_872, "seresnet152": 66_821_848,
+    "ecaresnet50d": 25_576_350, "ecaresnet101d": 44_568_563,
 }
+TIMM = ("resnet18d", "resnet26d", "resnet34d", "resnet50d", "resnet101d", "resnet152d",
+        "seresnet18", "seresnet34", "seresnet50", "seresnet101", "seresnet152",
+        "ecaresnet50d", "ecaresnet101d")
 # CIFAR ResNets, 10 classes, option A shortcuts (He et al. 2016, sec. 4.2:
 # "about 0.27M" for ResNet-20 and "0.85M" for ResNet-56).
 CIFAR_PARAMS = {"resnet20": 269_722, "resnet32": 464_154, "resnet44": 658_586,
@@ -56,8 +73,29 @@ MACS_224 = {
     "drn_a_50": 19.079, "drn_c_26": 16.971, "drn_c_42": 25.064,
     "drn_c_58": 33.246 - 2048 * 512 * 28 * 28 / 1e9,  # without the unused projection
     "drn_d_22": 13.034, "drn_d_38": 21.127, "drn_d_54": 28.487, "drn_d_105": 43.336,
+    # ResNet-D: the deep stem replaces the 7x7 conv, 112 * 112 * (3*32*9 + 32*32*9
+    # + 32*64*9 - 3*64*49) more; the average-pooled 1x1 projection costs the same.
+    "resnet18d": 1.814 + 112 * 112 * (864 + 9216 + 18432 - 9408) / 1e9,
+    "resnet50d": 4.089 + 112 * 112 * (864 + 9216 + 18432 - 9408) / 1e9,
+    # SE: two 1x1 convs at 1x1 per block, 2 * C * C / 16.
+    "seresnet50": 4.089 + 2 * (3 * 256 * 16 + 4 * 512 * 32 + 6 * 1024 * 64
+                               + 3 * 2048 * 128) / 1e9,
+    # ECA: a k-tap conv over the C channels per block (k = 5, 5, 5, 7).
+    "ecaresnet50d": 4.089 + 112 * 112 * (864 + 9216 + 18432 - 9408) / 1e9
+                    + (3 * 256 * 5 + 4 * 512 * 5 + 6 * 1024 * 5 + 3 * 2048 * 7) / 1e9,
 }
 ALL = resnet_keras.list_models()
+
+
+def timm_keys(name):
+    """[(key, shape)] of timm's state dict for NAME, in order (skips without it)."""
+    from conftest import REFERENCE
+
+    path = os.path.join(REFERENCE, "timm", f"{name}.keys.json")
+    if not os.path.isfile(path):
+        pytest.skip(f"timm reference not found: {path}")
+    with open(path) as f:
+        return [(key, tuple(shape)) for key, shape in json.load(f)]
 
 
 def _classes(name):
@@ -102,6 +140,21 @@ def test_every_model_is_pinned():
         assert name in KERAS_PARAMS or name in TORCH_PARAMS or name in CIFAR_PARAMS, name
 
 
+def test_pinned_counts_are_timms():
+    """The timm counts pinned above are timm's own (facts.json)."""
+    from conftest import REFERENCE
+
+    path = os.path.join(REFERENCE, "timm", "facts.json")
+    if not os.path.isfile(path):
+        pytest.skip(f"timm reference not found: {path}")
+    with open(path) as f:
+        facts = json.load(f)
+    assert set(facts) == set(TIMM)
+    for name, fact in facts.items():
+        assert TORCH_PARAMS[name] == fact["torch_parameters"], name
+        assert KERAS_PARAMS[name] == fact["torch_parameters"] + fact["bn_buffers"], name
+
+
 def test_param_counts(built):
     name, model = built
     if name in KERAS_PARAMS:
@@ -110,6 +163,32 @@ def test_param_counts(built):
         assert _trainable(model) == TORCH_PARAMS[name]
     if name in CIFAR_PARAMS:
         assert _trainable(model) == CIFAR_PARAMS[name]
+
+
+def test_timm_state_dict_maps_exactly(built):
+    """timm's state-dict keys (../shared/reference/timm/NAME.keys.json) are
+    exactly the key map's, shapes included, and a full timm state dict loads
+    every weight where the mapping says."""
+    name, model = built
+    if name not in TIMM:
+        pytest.skip("not a timm model")
+    from reference import golden_recipe
+    from resnet_keras.weights import load_torch_state_dict, torch_key_map
+
+    keys = timm_keys(name)
+    key_map = torch_key_map(model)
+    wanted = {k: s for k, s in keys if not k.endswith("num_batches_tracked")}
+    assert {k: shapes[0] for k, (_, shapes, _) in key_map.items()} == wanted
+    if sum(specs.get_spec(name).depths) > 16:
+        return  # the deeper rows repeat the blocks loaded below (goldens: test_timm)
+    sd = golden_recipe().make_state_dict(keys, 5)
+    before = [np.array(w) for w in model.get_weights()]
+    try:
+        load_torch_state_dict(model, sd)
+        for key, (variable, _, to_keras) in key_map.items():
+            np.testing.assert_array_equal(np.asarray(variable), to_keras(sd[key]), err_msg=key)
+    finally:
+        model.set_weights(before)
 
 
 def test_output_shape_and_softmax(built):
@@ -124,7 +203,10 @@ def test_no_lambda_layers_and_keras_names(built):
     name, model = built
     assert not any(isinstance(layer, keras.layers.Lambda) for layer in model.layers)
     names = {layer.name for layer in model.layers}
-    assert {"conv1_conv", "predictions"} <= names
+    if specs.get_spec(name).stem == "deep":
+        assert {"conv1_1_conv", "conv1_2_conv", "conv1_3_conv", "conv1_bn", "predictions"} <= names
+    else:
+        assert {"conv1_conv", "predictions"} <= names
     first_stage = "level1" if specs.get_spec(name).family in ("drn_c", "drn_d") else "conv2"
     assert any(n.startswith(f"{first_stage}_") for n in names)
 
@@ -334,6 +416,21 @@ BAD_ARGUMENTS = [
     ("resnet50", {"block": "triple"}, "block='triple'"),
     ("resnet18", {"groups": 32}, "groups=32"),
     ("resnext50_32x4d", {"widths": (16, 32, 64, 128), "base_width": 2}, "base_width=2"),
+    ("resnet20", {"stem": "deep"}, "stem='deep'"),
+    ("resnet50", {"stem": "wide"}, "stem='wide'"),
+    ("drn_c_26", {"stem": "cifar"}, "stem='cifar'"),
+    ("resnet50", {"shortcut": "avg"}, "shortcut='avg'"),
+    ("resnet50v2", {"shortcut": "avgpool"}, "shortcut='avgpool'"),
+    ("resnet50", {"attention": "cbam"}, "attention='cbam'"),
+    ("resnet50v2", {"attention": "se"}, "attention='se'"),
+    ("resnet50v2", {"zero_init_last": True}, "zero_init_last=True"),
+    ("resnet50", {"se_reduction": 0}, "se_reduction=0"),
+    ("resnet50", {"eca_kernel_size": 4}, "eca_kernel_size=4"),
+    ("resnet50", {"drop_path_rate": 1.0}, "drop_path_rate=1.0"),
+    ("resnet50", {"drop_path_rate": -0.1}, "drop_path_rate=-0.1"),
+    ("resnet50", {"drop_path_rate": "0.1"}, "drop_path_rate='0.1'"),
+    ("resnet50", {"zero_init_last": "yes"}, "zero_init_last='yes'"),
+    ("resnet18", {"stem": "cifar", "output_stride": 16}, "output_stride=16"),
 ]
 
 
