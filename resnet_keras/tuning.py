@@ -31,6 +31,13 @@ a user's ``hp.Fixed``/``hp.Choice`` of the same name replaces it):
   never sampled. Default 1.
 - ``output_stride``: the family's allowed values (CIFAR ResNet 1/2/4, ImageNet
   ResNet 8/16/32, DRN 8). Default: the native one.
+- ``attention`` ("none", "se", "eca"), ``stem`` (per family, the stems it
+  allows: "imagenet", "deep", "cifar"), ``shortcut`` ("projection",
+  "avgpool", "pad") and ``drop_path_rate``: searched when the constructor's
+  ``attentions`` / ``stems`` / ``shortcuts`` / ``drop_path_rates`` give more
+  than one value (default: the base row's own, not searched). A stem of
+  another stride keeps the sampled output stride relative to the base row
+  (the CIFAR stem on ResNet-18 at ``output_stride`` 32 gives 8).
 - ``learning_rate`` (SGD peak, log scale, default 0.1) and ``weight_decay``
   (log scale, default 5e-4).
 
@@ -98,6 +105,10 @@ DEFAULT_BOTTLENECK_WIDTHS = (16, 32, 64, 128, 256)
 DEFAULT_GROUPS = (1, 2, 4, 8, 16, 32)
 DEFAULT_LEARNING_RATE = (0.01, 0.4, 0.1)  # (min, max, default)
 DEFAULT_WEIGHT_DECAY = (1e-5, 1e-3, 5e-4)
+# Searchable refinements; "none" stands for attention=None.
+ATTENTIONS = ("none", "se", "eca")
+STEMS = ("imagenet", "deep", "cifar")
+SHORTCUTS = specs_lib.SHORTCUTS
 # Blocks per searched stage, by the base spec's family.
 DEFAULT_DEPTH_RANGES = {"cifar": (1, 9), "resnet": (1, 8), "drn_c": (1, 6), "drn_d": (1, 6)}
 MAX_RESAMPLES = 200
@@ -127,6 +138,10 @@ class Candidate:
             parts.append(f"w={kw['base_width'] * kw['groups']}/g={kw['groups']}")
         parts.append("d=" + "-".join(str(d) for d in kw["depths"]))
         parts.append(f"os={kw['output_stride']}")
+        for key, label in (("stem", "stem"), ("shortcut", "sc"), ("attention", "att"),
+                           ("drop_path_rate", "dp")):
+            if key in kw:
+                parts.append(f"{label}={kw[key]}")
         return " ".join(parts)
 
 
@@ -178,13 +193,21 @@ class HyperResNet(keras_tuner.HyperModel):
             every allowed value.
         learning_rate, weight_decay: ``(min, max)`` or ``(min, max, default)``,
             log-uniform.
+        attentions: values of ``attention`` from ATTENTIONS (the first is the
+            default); one value is applied without being searched.
+        stems: stems to search from STEMS, restricted per family to those it
+            allows; None keeps each base row's own.
+        shortcuts: values of ``shortcut`` from SHORTCUTS; None keeps the base
+            row's own.
+        drop_path_rates: values of ``drop_path_rate`` in [0, 1).
     """
 
     def __init__(self, classes, input_shape=(32, 32, 3), families=FAMILIES, max_params=None,
                  max_flops=None, *, blocks=BLOCKS, depth_range=None,
                  bottleneck_widths=DEFAULT_BOTTLENECK_WIDTHS, groups=DEFAULT_GROUPS,
                  output_strides=None, learning_rate=DEFAULT_LEARNING_RATE,
-                 weight_decay=DEFAULT_WEIGHT_DECAY, name=None, tunable=True):
+                 weight_decay=DEFAULT_WEIGHT_DECAY, attentions=("none",), stems=None,
+                 shortcuts=None, drop_path_rates=(0.0,), name=None, tunable=True):
         super().__init__(name=name, tunable=tunable)
         self.classes = _positive_int("classes", classes)
         self.input_shape = _fixed_shape(input_shape)
@@ -199,6 +222,11 @@ class HyperResNet(keras_tuner.HyperModel):
                                else _positive_ints("output_strides", output_strides))
         self.learning_rate = _log_range("learning_rate", learning_rate, DEFAULT_LEARNING_RATE)
         self.weight_decay = _log_range("weight_decay", weight_decay, DEFAULT_WEIGHT_DECAY)
+        self.attentions = _choices("attentions", attentions, ATTENTIONS)
+        self.stems = None if stems is None else _choices("stems", stems, STEMS)
+        self.shortcuts = None if shortcuts is None else _choices("shortcuts", shortcuts,
+                                                                 SHORTCUTS)
+        self.drop_path_rates = _rates("drop_path_rates", drop_path_rates)
         self._min_width = min(min(self._base_spec(f, b).widths)
                               for f in self.families for b in self.blocks)
         self._costs = {}
@@ -232,7 +260,53 @@ class HyperResNet(keras_tuner.HyperModel):
             width = width or 64
             groups = groups or 1
             kwargs.update(base_width=width // groups, groups=groups)
+        kwargs.update(self._refinements(hp, family, specs_lib.get_spec(name)))
+        if "stem" in kwargs:  # keep the output stride relative to the base row's stem
+            base = specs_lib.get_spec(name)
+            kwargs["output_stride"] = (kwargs["output_stride"] * specs_lib.STEM_STRIDES[
+                kwargs["stem"]] // base.stem_stride)
         return Candidate(family, name, kwargs, float(lr), float(wd))
+
+    def _refinements(self, hp, family, base):
+        """Declare attention, stem, shortcut and drop_path_rate; the overrides
+        they select (only those that differ from the base row)."""
+        out = {}
+        attention = _searched(hp, "attention", self.attentions)
+        if attention != "none":
+            out["attention"] = attention
+        stem = self._stem(hp, family)
+        if stem is not None and stem != base.stem:
+            out["stem"] = stem
+        if self.shortcuts is not None:
+            shortcut = _searched(hp, "shortcut", self.shortcuts)
+            if shortcut != base.shortcut:
+                out["shortcut"] = shortcut
+        rate = _searched(hp, "drop_path_rate", self.drop_path_rates)
+        if rate:
+            out["drop_path_rate"] = float(rate)
+        return out
+
+    def _family_stems(self, family):
+        spec = self._base_spec(family, self.blocks[0])
+        allowed = specs_lib.FAMILY_STEMS[spec.family]
+        return tuple(s for s in self.stems if s in allowed) or (spec.stem,)
+
+    def _stem(self, hp, family):
+        """The sampled stem (declared per group of families with the same choices)."""
+        if self.stems is None:
+            return None
+        if _overridden(hp, "stem"):
+            return hp.get("stem")
+        groups = {}
+        for f in self.families:
+            groups.setdefault(self._family_stems(f), []).append(f)
+        active = None
+        for values, fams in groups.items():
+            with hp.conditional_scope("family", fams):
+                value = _choice_or_fixed(hp, "stem", values, values[0])
+            if family in fams:
+                active = value
+        return active
 
     def hp_to_model_args(self, hp):
         """``(model_name, model_kwargs)`` for ``build_model`` / ``train(model_kwargs=)``."""
@@ -420,6 +494,15 @@ class HyperResNet(keras_tuner.HyperModel):
             f"input {self.input_shape[0]}x{self.input_shape[1]}{detail}")
 
 
+def _searched(hp, name, values):
+    """A user's ``name`` if given, a Choice over ``values`` if several, else the one value."""
+    if _overridden(hp, name):
+        return hp.get(name)
+    if len(values) == 1:
+        return values[0]
+    return hp.Choice(name, list(values), default=values[0])
+
+
 def _full_depths(spec, searched):
     depths = list(spec.depths)
     for index, depth in zip(searched_stages(spec), searched):
@@ -490,10 +573,17 @@ def _space_values(space, name):
     return values
 
 
+# Names whose values are ranked by cost, cheapest first.
+_CHEAPEST_FIRST = {"attention": ("none", "eca", "se"), "stem": ("imagenet", "deep", "cifar"),
+                   "shortcut": ("pad", "projection", "avgpool")}
+
+
 def _cheapest(param):
     values = _possible_values(param)
     if isinstance(param, keras_tuner.engine.hyperparameters.Fixed):
         return values[0]
+    if param.name in _CHEAPEST_FIRST:
+        return min(values, key=_CHEAPEST_FIRST[param.name].index)
     return max(values) if param.name in _CHEAPEST_IS_MAX else min(values)
 
 
@@ -514,6 +604,16 @@ def _choices(field, values, choices):
         if value not in choices:
             raise ValueError(f"{field}: {value!r} is not valid; choices: {', '.join(choices)}")
     return tuple(dict.fromkeys(values))
+
+
+def _rates(field, values):
+    values = tuple(values) if isinstance(values, (tuple, list)) else (values,)
+    if not values:
+        raise ValueError(f"{field} is empty; give rates in [0, 1), e.g. (0.0, 0.1)")
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            raise ValueError(f"{field}: {value!r} is not a rate in [0, 1)")
+    return tuple(dict.fromkeys(float(v) for v in values))
 
 
 def _positive_int(field, value):
@@ -972,6 +1072,8 @@ def write_session(logdir, trial_id, values, metrics):
 
 def tune_main(args):
     """``resnet-keras tune``: search, print the table, write results.csv, export."""
+    rundir.check_writable_dir(args.directory, "tuner directory")
+    rundir.check_writable_dir(args.export_dir, "export dir")
     if args.num_cpu_replicas:  # logical CPU devices must exist before TF starts
         train_lib.make_strategy(args.strategy, args.num_cpu_replicas)
     dataset = data_lib.load_dataset(args.dataset, args.data_dir)

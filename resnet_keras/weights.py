@@ -17,8 +17,12 @@ Sources accepted by ``weights=``:
   numpy archive of name -> array; no torch needed), with torchvision or
   fyu/drn parameter names, mapped by :func:`load_torch_state_dict`.
 
-Loading is all or nothing: a file or state dict that does not fit raises
-one ValueError and leaves the model's weights unchanged.
+Loading is all or nothing: every array is read, converted and checked
+before the first one is assigned. A file or state dict that does not fit
+(missing, unexpected or mis-shaped weights) or holds an array that is not
+real numbers (bool, text, object, complex, date/time) or not finite (nan,
+inf, also after conversion to the variable's dtype) raises one ValueError
+naming the key and leaves the model's weights bit for bit unchanged.
 
 The classifier layers (``predictions`` = torch ``fc``; ``seg`` and ``up`` of
 a segmentation model) are optional in a source: a source without any of a
@@ -30,6 +34,7 @@ weights of the wrong shape (another number of classes) are an error.
 """
 import hashlib
 import importlib.util
+import io
 import os
 import pickle
 import re
@@ -210,12 +215,20 @@ def _sha256(path):
 # ---------------------------------------------------------------------------
 
 def _load_keras_native(model, path, model_name):
-    """``model.load_weights`` for Keras 3 files, restoring the model on failure."""
+    """``model.load_weights`` for Keras 3 files, restoring the model on failure.
+
+    Keras assigns as it reads, so the file's arrays are checked first
+    (:func:`check_keras_file`), and the loaded weights are checked again
+    (finite) before the load counts; any failure restores the model.
+    """
+    check_keras_file(path, model.weights[0].dtype if model.weights else "float32")
     backup = [v.numpy() for v in model.weights]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             model.load_weights(path)
+            for variable in model.weights:
+                _check_finite(variable.path, np.asarray(variable.numpy()))
         except Exception as err:  # Keras raises several types for a bad file
             for variable, value in zip(model.weights, backup):
                 variable.assign(value)
@@ -224,6 +237,72 @@ def _load_keras_native(model, path, model_name):
     for w in caught:  # a successful load's warnings still reach the user
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return model
+
+
+def check_keras_file(path, dtype="float32"):
+    """ValueError (one line) if an array stored in a Keras 3 file is unusable.
+
+    Reads every dataset of a ``.weights.h5`` file, or of the weights files
+    inside a ``.keras`` archive, and refuses the first that is not finite
+    real numbers (see :func:`real_array`), also once converted to the
+    model's float DTYPE. A file that cannot be opened is left to Keras' own
+    loader to report.
+    """
+    import zipfile
+
+    dtype = _numpy_dtype(dtype)
+    try:
+        if path.endswith(".keras"):
+            with zipfile.ZipFile(path) as archive:
+                members = [(m, archive.read(m)) for m in archive.namelist()
+                           if m.endswith((".h5", ".npz"))]
+        else:
+            members = [("", None)]
+    except (OSError, zipfile.BadZipFile, EOFError):
+        return
+    for member, data in members:
+        prefix = f"{member}:" if member else ""
+        if member.endswith(".npz"):
+            try:
+                stored = np.load(io.BytesIO(data), allow_pickle=False)
+            except Exception:  # unreadable: Keras reports it
+                continue
+            with stored:
+                for key in stored.files:
+                    _check_stored(f"{prefix}{key}", lambda k=key: stored[k], path, dtype)
+        else:
+            _check_h5_file(data if member else path, prefix, path, dtype)
+
+
+def _check_h5_file(source, prefix, path, dtype):
+    import h5py
+
+    try:
+        handle = h5py.File(io.BytesIO(source) if isinstance(source, bytes) else source, "r")
+    except Exception:  # not HDF5 or truncated: Keras reports it
+        return
+    datasets = []
+    with handle:
+        handle.visititems(lambda name, obj: datasets.append(name)
+                          if isinstance(obj, h5py.Dataset) else None)
+        for name in datasets:
+            _check_stored(f"{prefix}{name}", lambda n=name: handle[n][()], path, dtype)
+
+
+def _check_stored(label, read, path, dtype):
+    try:
+        value = read()
+    except Exception as err:
+        raise ValueError(f"weights file {path!r}: {label} cannot be read as an array "
+                         f"({errors.first_line(err)}); nothing was loaded") from None
+    try:
+        array = real_array(label, value)
+        _check_finite(label, array)
+        if array.dtype.kind == "f" and dtype.kind in "fV":
+            with np.errstate(over="ignore", invalid="ignore"):
+                _check_finite(label, array.astype(dtype), f" after conversion to {dtype}")
+    except ValueError as err:
+        raise ValueError(f"weights file {path!r}: {err}; nothing was loaded") from None
 
 
 def _h5_names(group, attr):
@@ -273,7 +352,7 @@ def load_legacy_h5(model, path):
     (see the module docstring); nothing is assigned otherwise.
     """
     saved = read_legacy_h5(path)
-    pairs, missing, misshaped = [], [], []
+    pairs, missing, misshaped, unusable = [], [], [], []
     for layer in model.layers:
         variables = layer.trainable_weights + layer.non_trainable_weights
         if not variables:
@@ -288,18 +367,110 @@ def load_legacy_h5(model, path):
         if shapes != wanted:
             misshaped.append(f"{layer.name}: {shapes} for {wanted}")
             continue
-        pairs.extend(zip(variables, arrays))
+        for variable, array in zip(variables, arrays):
+            label = f"{layer.name}/{variable.name}"
+            try:
+                pairs.append((variable, cast_for(label, real_array(label, array), variable)))
+            except ValueError as err:
+                unusable.append(str(err))
     present = {layer.name for layer in model.layers}
     unexpected = [n for n in saved if n not in present and n not in HEADS]
     _raise_if_mismatched(f"weights file {path!r}", model.name, "layers",
                          missing, unexpected, misshaped)
+    _raise_if_unusable(f"weights file {path!r}", model.name, unusable)
     _assign(pairs)
     return model
 
 
+# ---------------------------------------------------------------------------
+# Checking values before anything is assigned
+# ---------------------------------------------------------------------------
+
+_KINDS = {"b": "booleans", "c": "complex numbers", "M": "dates", "m": "time spans",
+          "O": "Python objects", "S": "bytes", "U": "text", "V": "raw records"}
+# Low-precision floats (ml_dtypes) that numpy stores as records: read as float32.
+_LOW_PRECISION_FLOATS = ("bfloat16", "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2",
+                         "float8_e5m2fnuz", "float8_e4m3b11fnuz")
+
+
+def real_array(label, value):
+    """VALUE (numpy array or torch tensor) as a numpy array of real numbers.
+
+    Floats and integers pass; bfloat16/float8 become float32. Anything else
+    (bool, text, bytes, object, complex, date/time, records) raises a
+    one-line ValueError naming LABEL and the dtype.
+    """
+    try:
+        array = _to_numpy(value)
+    except Exception as err:  # e.g. a sparse or quantized tensor
+        raise ValueError(f"{label} cannot be read as an array "
+                         f"({errors.first_line(err)})") from None
+    if array.dtype.kind in "fiu":
+        return array
+    if array.dtype.name in _LOW_PRECISION_FLOATS:
+        return array.astype(np.float32)
+    raise ValueError(f"{label} has dtype {array.dtype} "
+                     f"({_KINDS.get(array.dtype.kind, 'not numbers')}); expected real "
+                     "numbers (float or integer)")
+
+
+def cast_for(label, array, variable):
+    """ARRAY (from :func:`real_array`) in VARIABLE's dtype and shape, finite.
+
+    ValueError naming LABEL for a shape other than the variable's, or a nan
+    or inf in the array or produced by the conversion (float64 overflowing
+    float32).
+    """
+    if tuple(array.shape) != tuple(variable.shape):
+        raise ValueError(f"{label} has shape {tuple(array.shape)}, expected "
+                         f"{tuple(variable.shape)}")
+    _check_finite(label, array)
+    dtype = _numpy_dtype(variable.dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        converted = np.asarray(array, dtype=dtype)
+    _check_finite(label, converted, f" after conversion to {dtype}")
+    return converted
+
+
+def _numpy_dtype(dtype):
+    import keras
+
+    name = keras.backend.standardize_dtype(dtype)
+    try:
+        return np.dtype(name)
+    except TypeError:  # bfloat16 and other ml_dtypes names
+        import ml_dtypes
+
+        return np.dtype(getattr(ml_dtypes, name))
+
+
+def _check_finite(label, array, where=""):
+    if array.dtype.kind not in "fc" and array.dtype.name not in _LOW_PRECISION_FLOATS:
+        return
+    finite = np.isfinite(array.astype(np.float32) if array.dtype.kind == "V" else array)
+    if not finite.all():
+        bad = int(finite.size - np.count_nonzero(finite))
+        raise ValueError(f"{label} has {bad} non-finite value{'s' if bad > 1 else ''} "
+                         f"(nan or inf){where}")
+
+
+def _raise_if_unusable(source, model_name, unusable):
+    if unusable:
+        more = f" (and {len(unusable) - 1} more)" if len(unusable) > 1 else ""
+        raise ValueError(f"{source} cannot be loaded into {model_name}: {unusable[0]}{more}; "
+                         "nothing was loaded")
+
+
 def _assign(pairs):
-    for variable, value in pairs:
-        variable.assign(np.asarray(value, dtype=variable.dtype))
+    """Assign checked values; should an assignment still fail, undo the others."""
+    backup = [(variable, variable.numpy()) for variable, _ in pairs]
+    try:
+        for variable, value in pairs:
+            variable.assign(value)
+    except Exception:
+        for variable, value in backup:
+            variable.assign(value)
+        raise
 
 
 def _listing(label, items, limit=6):
@@ -334,11 +505,20 @@ def read_state_dict(path):
     """
     if path.endswith(NUMPY_SUFFIXES):
         try:
-            with np.load(path, allow_pickle=False) as data:
-                return {key: data[key] for key in data.files}
+            data = np.load(path, allow_pickle=False)
         except Exception as err:  # BadZipFile, EOFError, ValueError, OSError
             raise ValueError(f"weights file {path!r} is not a readable .npz state dict: "
                              f"{errors.first_line(err)}") from None
+        with data:
+            out = {}
+            for key in data.files:
+                try:
+                    out[key] = data[key]
+                except Exception as err:  # object arrays (pickles), truncated members
+                    raise ValueError(f"weights file {path!r}: array {key!r} cannot be read "
+                                     f"({errors.first_line(err)}); nothing was "
+                                     "loaded") from None
+            return out
     if not torch_available():
         raise ValueError(f"weights file {path!r}: {_NEEDS_TORCH}")
     import torch
@@ -357,31 +537,58 @@ def read_state_dict(path):
     if not isinstance(obj, dict):
         raise ValueError(f"weights file {path!r} holds a {type(obj).__name__}, "
                          "not a state dict")
-    return {k: _to_numpy(v) for k, v in obj.items() if hasattr(v, "shape")}
+    out = {}
+    for key, value in obj.items():
+        if hasattr(value, "shape"):
+            try:
+                out[key] = _to_numpy(value)
+            except Exception as err:  # sparse, quantized or meta tensors
+                raise ValueError(f"weights file {path!r}: tensor {key!r} cannot be read as "
+                                 f"an array ({errors.first_line(err)}); nothing was "
+                                 "loaded") from None
+    return out
 
 
 def _to_numpy(value):
-    """A numpy array from a numpy array or a torch tensor (bf16/fp16 -> fp32)."""
+    """A numpy array from a numpy array or a torch tensor (bf16/fp16 -> fp32;
+    float64 stays float64, so that an overflow of float32 is seen when it is
+    converted to the variable's dtype)."""
     if hasattr(value, "detach"):
         value = value.detach().cpu()
-        if value.is_floating_point():
+        if value.is_floating_point() and value.element_size() < 8:
             value = value.float()
         return value.numpy()
     return np.asarray(value)
 
 
-def _stage_module(name, drn_d):
-    """Torch module path of a trunk layer, e.g. conv3_block2_1_bn -> layer2.1.bn1."""
+_ATTENTION_LEAVES = {"se_reduce": "se.fc1", "se_expand": "se.fc2", "eca_conv": "se.conv"}
+
+
+def _stage_module(name, drn_d, avg_down=False):
+    """Torch module path of a trunk layer, e.g. conv3_block2_1_bn -> layer2.1.bn1.
+
+    ``avg_down``: the shortcut is timm's ``downsample = (pool, conv, bn)``,
+    so its conv and BN are ``downsample.1`` / ``downsample.2``.
+    """
     if name in ("conv1_conv", "conv1_bn"):
         index = int(name.endswith("_bn"))
         return f"layer0.{index}" if drn_d else ("conv1", "bn1")[index]
+    m = re.fullmatch(r"conv1_(\d)_(conv|bn)", name)  # timm's deep stem
+    if m:
+        conv, kind = m.groups()
+        return f"conv1.{3 * (int(conv) - 1) + int(kind == 'bn')}"
     m = re.fullmatch(r"(conv|level)(\d+)_block(\d+)_(\d)_(conv|bn)", name)
     if m:
         prefix, stage, block, conv, kind = m.groups()
         stage = int(stage) - (1 if prefix == "conv" else 0)
-        inner = (f"downsample.{int(kind == 'bn')}" if conv == "0"
+        inner = (f"downsample.{int(kind == 'bn') + int(avg_down)}" if conv == "0"
                  else f"{kind}{conv}")
         return f"layer{stage}.{int(block) - 1}.{inner}"
+    m = re.fullmatch(r"(conv|level)(\d+)_block(\d+)_(se_reduce|se_expand|eca_conv)", name)
+    if m:
+        prefix, stage, block, leaf = m.groups()
+        stage = int(stage) - (1 if prefix == "conv" else 0)
+        return f"layer{stage}.{int(block) - 1}.{_ATTENTION_LEAVES[leaf]}"
     m = re.fullmatch(r"level(\d+)_conv(\d+)_(conv|bn)", name)
     if m:
         level, conv, kind = m.groups()
@@ -390,27 +597,30 @@ def _stage_module(name, drn_d):
 
 
 def _layout(model, base):
-    """``(drn_d, children)``: DRN-D puts the stem in ``layer0``; ``children``
-    lists fyu/drn's ``base`` modules (the classification net's children in
-    order, pooling and classifier left out) when ``base``, else None."""
+    """``(drn_d, avg_down, children)``: DRN-D puts the stem in ``layer0``;
+    ``avg_down``: the shortcuts average-pool (ResNet-D, a ``_0_pool`` layer);
+    ``children`` lists fyu/drn's ``base`` modules (the classification net's
+    children in order, pooling and classifier left out) when ``base``, else
+    None."""
     names = [layer.name for layer in model.layers]
     drn_d = any(re.fullmatch(r"level\d+_conv\d+_conv", n) for n in names)
+    avg_down = any(re.fullmatch(r"(conv|level)\d+_block\d+_0_pool", n) for n in names)
     if not base:
-        return drn_d, None
-    modules = {_stage_module(n, drn_d) for n in names} - {None}
+        return drn_d, avg_down, None
+    modules = {_stage_module(n, drn_d, avg_down) for n in names} - {None}
     stages = sorted({m.split(".")[0] for m in modules if re.match(r"layer[1-9]", m)},
                     key=lambda top: int(top[5:]))
     stem = ["layer0"] if drn_d else (
         ["conv1", "bn1", "relu"] + (["maxpool"] if "pool1_pool" in names else []))
-    return drn_d, stem + stages
+    return drn_d, avg_down, stem + stages
 
 
 def _torch_module(name, layout):
     """Torch module path of the Keras layer ``name`` (None if it has none)."""
-    drn_d, children = layout
+    drn_d, avg_down, children = layout
     if name in HEADS:
         return HEADS[name]
-    module = _stage_module(name, drn_d)
+    module = _stage_module(name, drn_d, avg_down)
     if module is None or children is None:
         return module
     top, _, rest = module.partition(".")
@@ -456,6 +666,10 @@ def _param_specs(layer):
     elif isinstance(layer, keras_layers.Conv2D):
         kh, kw, c_in, c_out = layer.kernel.shape
         specs = [(layer.kernel, "weight", [(c_out, c_in, kh, kw)], conv)]
+    elif isinstance(layer, keras_layers.Conv1D):  # ECA's channel conv
+        k, c_in, c_out = layer.kernel.shape
+        specs = [(layer.kernel, "weight", [(c_out, c_in, k)],
+                  lambda a: np.transpose(a, (2, 1, 0)))]
     else:
         raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) has no "
                          "PyTorch counterpart")
@@ -473,7 +687,12 @@ def torch_key_map(model, base=False):
     levels ``level{l}_conv{c}_{conv|bn}`` -> ``layer{l}.{3(c-1)}`` /
     ``.{3(c-1)+1}``; the stem ``conv1_conv``/``conv1_bn`` -> ``conv1``/``bn1``
     (DRN-D: ``layer0.0``/``layer0.1``); ``predictions`` -> ``fc``; ``seg`` and
-    ``up`` keep their names. With ``base=True`` trunk keys take fyu/drn's
+    ``up`` keep their names. timm's refinements: the deep stem
+    ``conv1_{i}_{conv|bn}`` -> ``conv1.{3(i-1)}`` / ``conv1.{3(i-1)+1}`` (its
+    last BN is ``conv1_bn`` -> ``bn1``); with average-pool shortcuts
+    ``_0_conv``/``_0_bn`` -> ``downsample.1``/``.2``; attention
+    ``_se_reduce``/``_se_expand``/``_eca_conv`` -> ``se.fc1``/``se.fc2``/``se.conv``.
+    With ``base=True`` trunk keys take fyu/drn's
     segmentation form ``base.{index of the module among the classification
     net's children}...``.
     """
@@ -485,7 +704,7 @@ def torch_key_map(model, base=False):
         module = _torch_module(layer.name, layout)
         if module is None:
             raise ValueError(f"layer {layer.name!r} of {model.name} has no PyTorch "
-                             "counterpart (torchvision and fyu/drn layouts only)")
+                             "counterpart (torchvision, timm and fyu/drn layouts only)")
         for variable, leaf, shapes, to_keras in _param_specs(layer):
             key_map[f"{module}.{leaf}"] = (variable, shapes, to_keras)
     return key_map
@@ -521,7 +740,8 @@ def load_torch_state_dict(model, state_dict):
 
     Raises:
         ValueError: one message listing the missing, unexpected and
-            mis-shaped keys; the model is unchanged.
+            mis-shaped keys, or naming an array that is not finite real
+            numbers (with its dtype); the model is unchanged.
     """
     state_dict = _strip_prefix({str(k): v for k, v in state_dict.items()})
     base = any(k.startswith("base.") for k in state_dict)
@@ -529,11 +749,12 @@ def load_torch_state_dict(model, state_dict):
     ignored = _ignored_prefixes(model, _layout(model, base))
     unexpected = [k for k in state_dict if k not in key_map
                   and not k.endswith("num_batches_tracked") and not k.startswith(ignored)]
-    pairs, misshaped = _convert(key_map, state_dict)
+    pairs, misshaped, unusable = _convert(key_map, state_dict)
     hint = _CLASSES_HINT if any(_head_of(k) for k in misshaped) else ""
     _raise_if_mismatched("state dict", model.name, "keys", _missing(key_map, state_dict),
                          unexpected, [f"{k} {got} for {want}" for k, (got, want) in
                                       misshaped.items()], hint)
+    _raise_if_unusable("state dict", model.name, unusable)
     _assign(pairs)
     return model
 
@@ -557,13 +778,19 @@ def _missing(key_map, state_dict):
 
 
 def _convert(key_map, state_dict):
-    """``([(variable, Keras value)], {key: (torch shape, expected shape)})``."""
-    pairs, misshaped = [], {}
+    """``([(variable, checked Keras value)], {key: (torch shape, expected shape)},
+    [unusable array messages])``."""
+    pairs, misshaped, unusable = [], {}, []
     for key, (variable, shapes, to_keras) in key_map.items():
-        if key in state_dict:
-            value = _to_numpy(state_dict[key])
-            if tuple(value.shape) in shapes:
-                pairs.append((variable, to_keras(value)))
-            else:
-                misshaped[key] = (tuple(value.shape), shapes[0])
-    return pairs, misshaped
+        if key not in state_dict:
+            continue
+        shape = tuple(getattr(state_dict[key], "shape", np.shape(state_dict[key])))
+        if shape not in shapes:
+            misshaped[key] = (shape, shapes[0])
+            continue
+        try:
+            value = real_array(key, state_dict[key])
+            pairs.append((variable, cast_for(key, to_keras(value), variable)))
+        except ValueError as err:
+            unusable.append(str(err))
+    return pairs, misshaped, unusable

@@ -192,6 +192,73 @@ def test_groups_constraint_never_violated():
     assert (128, 32) in pairs and (16, 4) in pairs and len(pairs) > 12
 
 
+def test_refinements_are_sampled_and_build():
+    """attention, shortcut, drop_path_rate and (per family) stem are searched."""
+    hypermodel = tuning.HyperResNet(
+        10, families=("resnet", "drn_c"), depth_range=(1, 1), blocks=("basic",),
+        attentions=("none", "se", "eca"), shortcuts=("projection", "avgpool", "pad"),
+        drop_path_rates=(0.0, 0.1), stems=("imagenet", "deep", "cifar"))
+    seen = {"attention": set(), "shortcut": set(), "drop_path_rate": set()}
+    for hp in sample_values(hypermodel, 10, seed=4):
+        candidate = hypermodel.candidate(hp)
+        kwargs = candidate.model_kwargs
+        assert kwargs.get("attention", "none") == hp["attention"]
+        assert kwargs.get("drop_path_rate", 0.0) == hp["drop_path_rate"]
+        spec = specs.resolve_spec(candidate.model_name, **kwargs)
+        assert spec.shortcut == hp["shortcut"]
+        # 32x32 images: the CIFAR ResNet and the DRN keep their own stems.
+        assert spec.stem == {"resnet": "cifar", "drn_c": "drn"}[candidate.family]
+        model = models.build_model(candidate.model_name, classes=10, input_shape=(32, 32, 3),
+                                   **kwargs)
+        names = {layer.name for layer in model.layers}
+        assert any(n.endswith("_se_scale") for n in names) == (hp["attention"] == "se")
+        assert any(n.endswith("_eca_scale") for n in names) == (hp["attention"] == "eca")
+        assert any(n.endswith("_drop_path") for n in names) == (hp["drop_path_rate"] > 0)
+        for key in seen:
+            seen[key].add(hp[key])
+    assert seen == {"attention": {"none", "se", "eca"},
+                    "shortcut": {"projection", "avgpool", "pad"}, "drop_path_rate": {0.0, 0.1}}
+    # Larger images: the ImageNet ResNets search their stems; the CIFAR stem
+    # keeps the output stride relative to the ImageNet stem (32 -> 8).
+    large = tuning.HyperResNet(10, (96, 96, 3), families=("resnet",), depth_range=(1, 1),
+                               stems=("imagenet", "deep", "cifar"))
+    space = kt.HyperParameters()
+    large.declare_hyperparameters(space)
+    assert [p.values for p in space.space if p.name == "stem"] == [["imagenet", "deep", "cifar"]]
+    stems = set()
+    for hp in sample_values(large, 8, seed=1):
+        name, kwargs = large.hp_to_model_args(hp)
+        stems.add(hp["stem"])
+        if hp["stem"] == "cifar":
+            assert kwargs["output_stride"] * 4 == hp["output_stride"]
+            assert "stem=cifar" in large.candidate(hp).describe()
+    assert stems == {"imagenet", "deep", "cifar"}
+    with pytest.raises(ValueError, match="attentions: 'cbam' is not valid"):
+        tuning.HyperResNet(10, attentions=("none", "cbam"))
+    with pytest.raises(ValueError, match="drop_path_rates: 1.0 is not a rate"):
+        tuning.HyperResNet(10, drop_path_rates=(0.0, 1.0))
+
+
+def test_budget_rejects_attention_candidates_before_training(tmp_path, monkeypatch, capsys):
+    forbid_training(monkeypatch)
+    hypermodel = small_hypermodel(attentions=("none", "se"), drop_path_rates=(0.0, 0.2),
+                                  max_params=80_000)
+    for hp in sample_values(hypermodel, 4, seed=3):
+        assert hypermodel.cost(hp)[0] <= 80_000
+    hp = kt.HyperParameters()
+    for stage in (1, 2, 3):
+        hp.Fixed(f"depth_{stage}", 2)
+    hp.Fixed("attention", "se")
+    plain = models.build_model("resnet20", classes=10, input_shape=(32, 32, 3), depths=(2, 2, 2))
+    limit = plain.count_params() + 100  # the SE gates need more
+    hypermodel = small_hypermodel(attentions=("none", "se"), max_params=limit)
+    tuner = tuning.make_tuner("random", hypermodel, str(tmp_path), 1, hyperparameters=hp)
+    trial = kt.engine.trial.Trial(tuner.oracle.get_space(), trial_id="0")
+    with pytest.raises(kt.errors.FailedTrialError, match="rejected before training: resnet20 "
+                       "basic d=2-2-2 os=4 att=se has .* parameters > max_params"):
+        tuner.run_trial(trial, "folder:unused", **tiny_search_kwargs())
+
+
 # --------------------------------------------------------------------------
 # Budget
 
@@ -397,10 +464,10 @@ def test_cli_bad_inputs_exit_2_with_one_line(cifar_subset, tmp_path, capsys):
                    str(tmp_path / "b"), "--max-trials", "1", "--max-params", "1000", *TINY])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "no candidate fits max_params=1000" in err
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main(["tune", "--dataset", "cifar10", "--directory", "d", "--max-trials", "1",
-                  "--tuner", "grid"])
-    assert exit_info.value.code == 2
+    assert cli.main(["tune", "--dataset", "cifar10", "--directory", "d", "--max-trials", "1",
+                     "--tuner", "grid"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "invalid choice: 'grid'" in err
 
 
 def test_example_runs_with_a_tiny_budget(cifar_subset, tmp_path, capsys):

@@ -15,6 +15,7 @@ from PIL import Image
 import resnet_keras
 from resnet_keras import weights as weights_lib
 from resnet_keras.weights import load_torch_state_dict, torch_key_map
+from conftest import require_torch
 from reference import GOLDEN, TORCH_KEYS, golden_recipe, need_reference, reference_state_dict
 
 KEY_FILES = sorted(glob.glob(os.path.join(TORCH_KEYS, "*.keys.json")))
@@ -295,11 +296,53 @@ def test_npz_state_dict_file(tmp_path, resnet18_sd):
 
 
 def test_pth_file_with_torch(tmp_path, resnet18_sd):
-    torch = pytest.importorskip("torch")
+    """Real torch.save checkpoints: a plain state dict, and a training
+    checkpoint holding one under "state_dict" with bf16 tensors."""
+    torch = require_torch()
     path = str(tmp_path / "resnet18.pth")
     torch.save({k: torch.from_numpy(v) for k, v in resnet18_sd.items()}, path)
     model = resnet_keras.resnet18(weights=path)
     assert_loaded_exactly(model, resnet18_sd)
+    wrapped = str(tmp_path / "checkpoint.pth.tar")
+    bf16 = {k: torch.from_numpy(v).to(torch.bfloat16) for k, v in resnet18_sd.items()}
+    torch.save({"epoch": 3, "state_dict": bf16}, wrapped)
+    weights_lib.load_weights(model, wrapped, "resnet18")
+    rounded = {k: v.float().numpy() for k, v in bf16.items()}
+    assert_loaded_exactly(model, rounded)
+
+
+class _RunsCode:
+    """A pickle payload: unpickling it calls open(MARKER, "w")."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("writer", ["torch.save", "pickle"])
+def test_pth_that_would_run_code_is_refused(writer, tmp_path, resnet18_sd):
+    import pickle
+
+    torch = require_torch()
+    marker = tmp_path / "code-ran"
+    state = {k: torch.from_numpy(v) for k, v in resnet18_sd.items()}
+    state["fc.bias"] = _RunsCode(str(marker))
+    path = str(tmp_path / "evil.pth")
+    if writer == "torch.save":
+        torch.save(state, path)
+    else:
+        with open(path, "wb") as f:
+            pickle.dump(state, f)
+    model = resnet_keras.resnet18()
+    before = snapshot(model)
+    with pytest.raises(ValueError) as err:
+        weights_lib.load_weights(model, path, "resnet18")
+    message = str(err.value)
+    assert "\n" not in message and "evil.pth" in message and "not read" in message, message
+    assert not marker.exists()
+    assert_unchanged(model, before)
 
 
 def test_pth_without_torch_says_how(tmp_path, monkeypatch):
@@ -433,3 +476,135 @@ def test_preactivation_model_has_no_torch_layout(resnet18_sd):
     with pytest.raises(ValueError, match="'conv2_block1_preact_bn' of resnet50v2 has no "
                                          "PyTorch counterpart"):
         load_torch_state_dict(resnet_keras.resnet50v2(), resnet18_sd)
+
+
+# ---------------------------------------------------------------------------
+# Arrays that are not finite real numbers: refused in every format before
+# anything is assigned
+# ---------------------------------------------------------------------------
+
+# name -> a function of a good float32 array returning a bad one of its shape.
+BAD_ARRAYS = {
+    "text": lambda a: np.full(a.shape, "a"),
+    "complex": lambda a: a.astype(np.complex64),
+    "datetime": lambda a: np.zeros(a.shape, "datetime64[s]"),
+    "bool": lambda a: a > 0,
+    "nan": lambda a: np.where(np.arange(a.size).reshape(a.shape) == 1, np.nan, a),
+    "inf": lambda a: np.full(a.shape, np.inf, np.float32),
+    "float32 overflow": lambda a: np.full(a.shape, 1e300),
+}
+# The reason each must be refused with ("text_h5": text as HDF5 returns it).
+REASONS = {"text": "dtype <U1", "text_h5": "dtype object", "complex": "dtype complex64",
+           "datetime": "dtype datetime64", "bool": "dtype bool", "nan": "1 non-finite value", "inf": "non-finite values",
+           "float32 overflow": "after conversion to float32"}
+
+
+def _assert_refused(load, model, before, key, bad):
+    with pytest.raises(ValueError) as err:
+        load()
+    message = str(err.value)
+    assert "\n" not in message, message
+    assert key in message and REASONS[bad] in message, message
+    assert_unchanged(model, before)
+
+
+@pytest.mark.parametrize("bad", sorted(BAD_ARRAYS))
+def test_unusable_state_dict_array_is_refused(bad, tmp_path, resnet18_sd):
+    """The last BN's running variance (assigned last) is bad: nothing loads,
+    from a state dict and from .npz (the text, datetime and bool arrays also
+    from .pth where torch holds them)."""
+    key = "layer4.1.bn2.running_var"
+    sd = dict(resnet18_sd)
+    sd[key] = BAD_ARRAYS[bad](sd[key])
+    model = resnet_keras.resnet18()
+    before = snapshot(model)
+    _assert_refused(lambda: load_torch_state_dict(model, sd), model, before, key, bad)
+    npz = str(tmp_path / "bad.npz")
+    np.savez(npz, **sd)
+    _assert_refused(lambda: weights_lib.load_weights(model, npz, "resnet18"),
+                    model, before, key, bad)
+    if bad in ("complex", "bool", "nan", "inf", "float32 overflow"):
+        torch = require_torch()
+        pth = str(tmp_path / "bad.pth")
+        torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sd.items()}, pth)
+        _assert_refused(lambda: weights_lib.load_weights(model, pth, "resnet18"),
+                        model, before, key, bad)
+
+
+def test_object_array_in_npz_is_refused(tmp_path, resnet18_sd):
+    sd = dict(resnet18_sd)
+    sd["fc.bias"] = np.array([None] * 1000, dtype=object)
+    path = str(tmp_path / "pickled.npz")
+    np.savez(path, **sd)  # object arrays are pickled: never unpickled on load
+    model = resnet_keras.resnet18()
+    before = snapshot(model)
+    with pytest.raises(ValueError, match=r"pickled\.npz.*'fc\.bias' cannot be read"):
+        weights_lib.load_weights(model, path, "resnet18")
+    assert_unchanged(model, before)
+
+
+def _tiny_model():
+    keras.utils.set_random_seed(3)
+    return resnet_keras.build_model("resnet20", classes=10, input_shape=(32, 32, 3),
+                                    depths=(1, 1, 1))
+
+
+def _replace_dataset(h5_file, predicate, bad):
+    """Replace the last dataset whose name matches PREDICATE; returns its name."""
+    import h5py
+
+    names = []
+    h5_file.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset)
+                       and predicate(n) else None)
+    name = names[-1]
+    value = BAD_ARRAYS[bad](np.asarray(h5_file[name], np.float32))
+    if value.dtype.kind == "U":
+        value = value.astype(h5py.string_dtype())
+    elif value.dtype.kind == "M":
+        value = value.astype(np.int64).astype(h5py.opaque_dtype(value.dtype))
+    del h5_file[name]
+    h5_file.create_dataset(name, data=value)
+    return name
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".weights.h5", ".keras"])
+@pytest.mark.parametrize("bad", ["text", "complex", "nan", "bool", "float32 overflow"])
+def test_unusable_keras_file_array_is_refused(suffix, bad, tmp_path):
+    """Legacy .h5 (by layer name), Keras 3 .weights.h5 and .keras files with
+    one bad array of the last BN layer: one line naming it, model unchanged."""
+    import h5py
+    import zipfile
+
+    source = _tiny_model()
+    path = str(tmp_path / f"bad{suffix}")
+    if suffix == ".h5":
+        _save_legacy_h5(source, path)
+        with h5py.File(path, "r+") as f:
+            name = _replace_dataset(f, lambda n: n.endswith("moving_variance"), bad)
+    elif suffix == ".weights.h5":
+        source.save_weights(path)
+        with h5py.File(path, "r+") as f:
+            name = _replace_dataset(f, lambda n: "batch_normalization" in n, bad)
+    else:
+        good = str(tmp_path / "good.keras")
+        source.save(good)
+        with zipfile.ZipFile(good) as archive:
+            members = {m: archive.read(m) for m in archive.namelist()}
+        weights_path = str(tmp_path / "model.weights.h5")
+        with open(weights_path, "wb") as f:
+            f.write(members["model.weights.h5"])
+        with h5py.File(weights_path, "r+") as f:
+            name = _replace_dataset(f, lambda n: "batch_normalization" in n, bad)
+        with open(weights_path, "rb") as f:
+            members["model.weights.h5"] = f.read()
+        with zipfile.ZipFile(path, "w") as archive:
+            for member, data in members.items():
+                archive.writestr(member, data)
+    model = _tiny_model()
+    keras.utils.set_random_seed(4)
+    model.set_weights([np.random.default_rng(0).normal(size=w.shape).astype(w.dtype)
+                       for w in model.get_weights()])
+    before = snapshot(model)
+    key = name.split("/")[0] if suffix == ".h5" else name  # .h5: layer/variable
+    _assert_refused(lambda: weights_lib.load_weights(model, path, "resnet20"),
+                    model, before, key, bad if bad != "text" else "text_h5")
