@@ -67,10 +67,14 @@ KERAS_APPLICATIONS = {
     "resnet50v2": "resnet50v2", "resnet101v2": "resnet101v2", "resnet152v2": "resnet152v2",
 }
 
-# PyTorch checkpoints: torchvision's IMAGENET1K_V1 weights and fyu/drn's
-# model_urls. The 8 hex digits before ".pth" start the file's sha256.
+# PyTorch checkpoints: torchvision's IMAGENET1K_V1 weights, fyu/drn's
+# model_urls and timm's own ImageNet-1k checkpoints (timm key names; the
+# resnet*d "ra2", seresnet50 "ra2" and ecaresnet*d "miil" weights, all on
+# torchvision's mean/std input). The 8 hex digits before ".pth" start the
+# file's sha256.
 TORCHVISION_URL = "https://download.pytorch.org/models/"
 DRN_URL = "http://dl.yf.io/drn/"
+TIMM_URL = "https://github.com/rwightman/pytorch-image-models/releases/download/"
 TORCH_CHECKPOINTS = {
     "resnet18": TORCHVISION_URL + "resnet18-f37072fd.pth",
     "resnet34": TORCHVISION_URL + "resnet34-b627a593.pth",
@@ -88,7 +92,18 @@ TORCH_CHECKPOINTS = {
     "drn_d_38": DRN_URL + "drn_d_38-eebb45f0.pth",
     "drn_d_54": DRN_URL + "drn_d_54-0e0534ff.pth",
     "drn_d_105": DRN_URL + "drn_d_105-12b40979.pth",
+    "resnet18d": TIMM_URL + "v0.1-weights/resnet18d_ra2-48a79e06.pth",
+    "resnet26d": TIMM_URL + "v0.1-weights/resnet26d-69e92c46.pth",
+    "resnet34d": TIMM_URL + "v0.1-weights/resnet34d_ra2-f8dcfcaf.pth",
+    "resnet50d": TIMM_URL + "v0.1-weights/resnet50d_ra2-464e36ba.pth",
+    "resnet101d": TIMM_URL + "v0.1-weights/resnet101d_ra2-2803ffab.pth",
+    "resnet152d": TIMM_URL + "v0.1-weights/resnet152d_ra2-5cac0439.pth",
+    "seresnet50": TIMM_URL + "v0.1-weights/seresnet50_ra_224-8efdb4bb.pth",
+    "ecaresnet50d": TIMM_URL + "v0.1-tresnet/ecaresnet50d-93c81e3b.pth",
+    "ecaresnet101d": TIMM_URL + "v0.1-tresnet/ecaresnet101d-153dad65.pth",
 }
+# Registered timm topologies that timm publishes no ImageNet weights for.
+UNTRAINED_IN_TIMM = ("seresnet18", "seresnet34", "seresnet101", "seresnet152")
 
 # Public ImageNet weights, by registered name: "keras" or "torch".
 IMAGENET_SOURCES = {**{n: "keras" for n in KERAS_APPLICATIONS},
@@ -113,10 +128,7 @@ def check_weights_arg(weights, model_name, include_top, classes):
     if isinstance(weights, str) and weights == "imagenet":
         source = IMAGENET_SOURCES.get(model_name)
         if source is None:
-            known = ", ".join(sorted(IMAGENET_SOURCES))
-            raise ValueError(
-                f"weights='imagenet' is not available for {model_name}; models with "
-                f"ImageNet weights: {known}. Pass None or a local weights file")
+            raise _no_imagenet(model_name)
         if include_top and classes != 1000:
             raise ValueError(
                 f"weights='imagenet' with include_top=True needs classes=1000, got {classes}")
@@ -183,8 +195,14 @@ def imagenet_file(model_name, include_top=True):
         url = TORCH_CHECKPOINTS[model_name]
         fname = url.rsplit("/", 1)[1]
         return fname, url, fname.rsplit("-", 1)[1].split(".")[0]
-    raise ValueError(f"weights='imagenet' is not available for {model_name}; models "
-                     f"with ImageNet weights: {', '.join(sorted(IMAGENET_SOURCES))}")
+    raise _no_imagenet(model_name)
+
+
+def _no_imagenet(model_name):
+    why = " (timm publishes none for it)" if model_name in UNTRAINED_IN_TIMM else ""
+    return ValueError(f"weights='imagenet' is not available for {model_name}{why}; models "
+                      f"with ImageNet weights: {', '.join(sorted(IMAGENET_SOURCES))}. "
+                      "Pass None or a local weights file")
 
 
 def fetch_imagenet(model_name, include_top=True):

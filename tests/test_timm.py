@@ -316,3 +316,62 @@ def test_matches_timm_in_float64(name, output_stride):
         keras.backend.clear_session()
     assert rel_l2(got, expected) <= 1e-6
     assert rel_l2(got[0] - got[1], expected[0] - expected[1]) <= 1e-5
+
+
+# ---------------------------------------------------------------------------
+# weights="imagenet": timm's public checkpoints
+# ---------------------------------------------------------------------------
+
+# timm's ImageNet-1k checkpoint files (timm's default_cfgs, pretrained tags
+# resnet*d.ra2_in1k / resnet26d.bt_in1k, seresnet50.ra2_in1k, ecaresnet*d.miil_in1k).
+TIMM_RELEASES = "https://github.com/rwightman/pytorch-image-models/releases/download/"
+TIMM_IMAGENET = {
+    "resnet18d": "v0.1-weights/resnet18d_ra2-48a79e06.pth",
+    "resnet26d": "v0.1-weights/resnet26d-69e92c46.pth",
+    "resnet34d": "v0.1-weights/resnet34d_ra2-f8dcfcaf.pth",
+    "resnet50d": "v0.1-weights/resnet50d_ra2-464e36ba.pth",
+    "resnet101d": "v0.1-weights/resnet101d_ra2-2803ffab.pth",
+    "resnet152d": "v0.1-weights/resnet152d_ra2-5cac0439.pth",
+    "seresnet50": "v0.1-weights/seresnet50_ra_224-8efdb4bb.pth",
+    "ecaresnet50d": "v0.1-tresnet/ecaresnet50d-93c81e3b.pth",
+    "ecaresnet101d": "v0.1-tresnet/ecaresnet101d-153dad65.pth",
+}
+
+
+@pytest.mark.parametrize("name", sorted(TIMM_IMAGENET))
+def test_imagenet_points_at_timms_checkpoint(name):
+    from resnet_keras import weights as weights_lib
+
+    fname, url, file_hash = weights_lib.imagenet_file(name)
+    assert url == TIMM_RELEASES + TIMM_IMAGENET[name]
+    assert fname == url.rsplit("/", 1)[1] and url.endswith(f"-{file_hash}.pth")
+    assert len(file_hash) == 8
+
+
+@pytest.mark.parametrize("name", ["seresnet18", "seresnet34", "seresnet101", "seresnet152"])
+def test_imagenet_is_refused_where_timm_has_no_weights(name):
+    with pytest.raises(ValueError, match=f"not available for {name} \\(timm publishes none"):
+        resnet_keras.build_model(name, weights="imagenet")
+
+
+def test_imagenet_resnet18d_loads_a_timm_checkpoint(monkeypatch, tmp_path):
+    """The fetched file's sha256 prefix is checked, then timm's keys load."""
+    from resnet_keras import weights as weights_lib
+    from test_models import timm_keys
+
+    state_dict = golden_recipe().make_state_dict(timm_keys("resnet18d"), 3)
+    checkpoint = tmp_path / "resnet18d_ra2-48a79e06.pth"
+    checkpoint.write_bytes(b"corrupt download")
+    monkeypatch.setattr(keras.utils, "get_file", lambda fname=None, origin=None, **kw: (
+        str(checkpoint) if origin == TIMM_RELEASES + TIMM_IMAGENET["resnet18d"] else None))
+    monkeypatch.setattr(weights_lib, "torch_available", lambda: True)
+    with pytest.raises(ValueError, match="expected 48a79e06"):
+        weights_lib.fetch_imagenet("resnet18d")
+    monkeypatch.setattr(weights_lib, "_sha256", lambda path: "48a79e06" + "0" * 56)
+    monkeypatch.setattr(weights_lib, "read_state_dict", lambda path: state_dict)
+    model = resnet_keras.resnet18d(weights="imagenet")
+    np.testing.assert_array_equal(
+        model.get_layer("predictions").get_weights()[0], state_dict["fc.weight"].T)
+    np.testing.assert_array_equal(  # deep stem, first conv: OIHW -> HWIO
+        model.get_layer("conv1_1_conv").get_weights()[0],
+        state_dict["conv1.0.weight"].transpose(2, 3, 1, 0))
