@@ -923,6 +923,11 @@ class _Run:
         self.seen_images, self.train_seconds = 0, 0.0
         self.skipped = 0
         self.stop_signal = None  # set by SIGTERM / SIGINT (see _stop_on_signals)
+        # Another worker's stop request arrives only through the reduced flag, so a
+        # cluster reads it after every step; one process reads it only once its own
+        # signal came, keeping the step free of a host sync.
+        self.read_stop_every_step = isinstance(
+            loop.strategy, tf.distribute.MultiWorkerMirroredStrategy)
 
     def images_per_second(self):
         return self.seen_images / self.train_seconds if self.train_seconds else 0.0
@@ -983,7 +988,8 @@ class _Run:
             pending.append(sums)
             self.step += 1
             tick_images += self.config["batch_size"]
-            if float(stops) > 0:  # here, or on any worker of the cluster
+            reading = self.read_stop_every_step or self.stop_signal is not None
+            if reading and float(stops) > 0:  # here, or on any worker of the cluster
                 self._interrupt()
             if self.step % log_every and self.step % self.checkpoint_every and self.step < end:
                 continue
