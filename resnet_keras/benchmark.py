@@ -28,6 +28,7 @@ mixed bfloat16, printed beside published ResNet-50 figures for the GPU class.
 It needs jax, not TensorFlow.
 """
 import json
+import importlib.metadata
 import os
 import resource
 import statistics
@@ -530,20 +531,48 @@ def forward_suite(models=("resnet50", "drn_c_26"), image_size=224, batch_size=8,
 # Report
 
 
-def machine_line():
-    """The CPU model, its cores and any NVIDIA GPUs, in one line."""
-    cpu = "unknown CPU"
+KERNEL_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def machine_line(cpuinfo="/proc/cpuinfo"):
+    """The CPU model, the flags that decide its kernels, its cores, any NVIDIA
+    GPUs and the TensorFlow and Keras versions, in one line."""
+    cpu, flags = "unknown CPU", set()
     try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f
-                       if line.startswith("model name"))
-    except (OSError, StopIteration):
+        with open(cpuinfo) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and cpu == "unknown CPU":
+                    cpu = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
         pass
     try:
         gpus = len(os.listdir("/proc/driver/nvidia/gpus"))
     except OSError:
         gpus = 0
-    return f"{os.cpu_count()} CPU cores ({cpu})" + (f", {gpus} GPU(s)" if gpus else "")
+    has = [flag for flag in KERNEL_FLAGS if flag in flags] or ["none of " + "/".join(KERNEL_FLAGS)]
+    versions = []
+    for name in ("tensorflow", "keras"):
+        try:
+            versions.append(f"{'TF' if name == 'tensorflow' else 'Keras'} "
+                            f"{importlib.metadata.version(name if name == 'keras' else _tf_dist())}")
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return (f"{os.cpu_count()} CPU cores ({cpu}; {' '.join(has)})"
+            + (f", {gpus} GPU(s)" if gpus else "") + "".join(f", {v}" for v in versions))
+
+
+def _tf_dist():
+    """The installed TensorFlow distribution's name (tensorflow or tensorflow-cpu)."""
+    for name in ("tensorflow", "tensorflow-cpu"):
+        try:
+            importlib.metadata.version(name)
+            return name
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "tensorflow"
 
 
 def format_rows(rows, consumption=None):

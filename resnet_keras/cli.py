@@ -170,6 +170,14 @@ def build_parser():
     p.add_argument("--schedule", choices=("cosine", "step"), default="cosine")
     p.add_argument("--warmup-epochs", type=_non_negative_float, default=None)
     p.add_argument("--label-smoothing", type=_fraction, default=0.0)
+    p.add_argument("--nesterov", action="store_true", help="Nesterov momentum (SGD)")
+    p.add_argument("--ema-decay", type=_fraction, default=0.0,
+                   help="keep an exponential moving average of the weights with this "
+                        "decay (e.g. 0.999) and evaluate, save and export it; 0: off")
+    p.add_argument("--eval-flip", action="store_true",
+                   help="evaluate on the mean prediction of each image and its mirror")
+    p.add_argument("--holdout", type=_positive_int, default=None,
+                   help="validate on the last N training images and train on the rest")
     p.add_argument("--seed", type=_int, default=None)
     p.add_argument("--cache", action="store_true", help="cache decoded images in memory")
     p.add_argument("--output-stride", type=_positive_int, default=None)
@@ -183,6 +191,9 @@ def build_parser():
     p.add_argument("--model-dir", required=True)
     _add_data_args(p)
     p.add_argument("--split", default=None, help="default: test, else validation")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="average each prediction with the mirror image's "
+                        "(default: as the run was evaluated)")
     p.add_argument("--batch-size", type=_positive_int, default=128)
     p.set_defaults(func=_lazy("train", "evaluate_main"))
 
@@ -240,6 +251,9 @@ def build_parser():
     p.add_argument("--train-subset", type=_positive_int, default=None,
                    help="train on the first N training images only")
     p.add_argument("--steps-per-epoch", type=_positive_int, default=None)
+    p.add_argument("--holdout", type=_positive_int, default=None, metavar="N",
+                   help="validate on the last N training images, not the test split "
+                        "(to choose a recipe)")
     p.add_argument("--strategy", choices=("auto", "mirrored", "one-device"), default="auto")
     p.add_argument("--quiet", action="store_true", help="no per-epoch training output")
     p.set_defaults(func=_lazy("results", "results_main"))

@@ -60,7 +60,7 @@ from resnet_keras import errors, preprocessing, rundir
 
 # Keys of run_config.json that identify a run: a model dir holding a run
 # that differs in one of them is refused rather than overwritten.
-IDENTITY_KEYS = ("model", "model_kwargs", "dataset", "num_classes")
+IDENTITY_KEYS = ("model", "model_kwargs", "dataset", "num_classes", "holdout")
 LARGE_DATASET = 100_000
 DEFAULT_WARMUP_FRACTION = 0.03
 DEFAULT_CHECKPOINT_EVERY = 500
@@ -79,6 +79,9 @@ class Recipe:
     label_smoothing: float
     mixed_precision: bool
     jit_compile: bool
+    nesterov: bool = False  # Nesterov momentum (SGD)
+    ema_decay: float = 0.0  # exponential moving average of the weights; 0: off
+    eval_flip: bool = False  # evaluate on the mean of each image and its mirror
 
 
 @dataclasses.dataclass
@@ -244,7 +247,8 @@ def is_chief(strategy):
 
 def default_recipe(*, optimizer="sgd", learning_rate=None, weight_decay=None,
                    schedule="cosine", warmup_epochs=None, label_smoothing=0.0,
-                   mixed_precision=False, jit_compile=False, batch_size,
+                   mixed_precision=False, jit_compile=False, nesterov=False,
+                   ema_decay=0.0, eval_flip=False, batch_size,
                    num_train, steps_per_epoch, total_steps):
     """Fill in the defaults: lr 0.1 * B / 256 (SGD) or 1e-3 * B / 256 (AdamW),
     weight decay by dataset size, warm-up over 3 % of the steps."""
@@ -254,6 +258,11 @@ def default_recipe(*, optimizer="sgd", learning_rate=None, weight_decay=None,
         raise ValueError(f"unknown schedule {schedule!r}; choices: cosine, step")
     _check_number("label smoothing (--label-smoothing)", label_smoothing, "in [0, 1)",
                   lambda v: 0.0 <= v < 1.0)
+    _check_number("EMA decay (--ema-decay)", ema_decay, "in [0, 1) (0: off)",
+                  lambda v: 0.0 <= v < 1.0)
+    if nesterov and optimizer != "sgd":
+        raise ValueError(f"Nesterov momentum (--nesterov) is an SGD option; "
+                         f"optimizer is {optimizer!r}")
     for name, value, rule, test in (
             ("learning rate (--learning-rate)", learning_rate, "> 0", lambda v: v > 0),
             ("weight decay (--weight-decay)", weight_decay, ">= 0", lambda v: v >= 0),
@@ -272,7 +281,9 @@ def default_recipe(*, optimizer="sgd", learning_rate=None, weight_decay=None,
     return Recipe(optimizer=optimizer, learning_rate=float(learning_rate),
                   weight_decay=float(weight_decay), schedule=schedule,
                   warmup_steps=min(warmup, total_steps), label_smoothing=float(label_smoothing),
-                  mixed_precision=bool(mixed_precision), jit_compile=bool(jit_compile))
+                  mixed_precision=bool(mixed_precision), jit_compile=bool(jit_compile),
+                  nesterov=bool(nesterov), ema_decay=float(ema_decay),
+                  eval_flip=bool(eval_flip))
 
 
 def _check_number(name, value, rule, test):
@@ -317,7 +328,8 @@ def learning_rate_schedule(recipe, total_steps):
 
 
 def make_optimizer(recipe, schedule, model):
-    """SGD (momentum 0.9) or AdamW (decoupled weight decay).
+    """SGD (momentum 0.9, Nesterov's if the recipe says so) or AdamW
+    (decoupled weight decay).
 
     For SGD the training loop adds the classic L2 term to the loss instead.
     Biases and normalisation parameters (rank <= 1) get no weight decay.
@@ -327,7 +339,8 @@ def make_optimizer(recipe, schedule, model):
                                            weight_decay=recipe.weight_decay)
         optimizer.exclude_from_weight_decay(var_list=_no_decay(model))
     else:
-        optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=0.9)
+        optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=0.9,
+                                         nesterov=recipe.nesterov)
     if recipe.mixed_precision and tf.config.list_physical_devices("GPU"):
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     optimizer.build(model.trainable_variables)
@@ -405,6 +418,52 @@ def build_classifier(model_name, model_kwargs, policy):
 # The distributed step functions
 
 
+class _Ema:
+    """Exponential moving average of a model's float weights (the trainable
+    ones and the BatchNorm statistics).
+
+    Each replica updates its own copy after each step, without communication;
+    reading the average (evaluation, saving, checkpoints) takes the mean over
+    the replicas. The decay warms up as ``min(decay, (1 + t) / (10 + t))`` at
+    step ``t``, so the first averages are not held at the initial weights.
+    Create it inside the strategy's scope.
+    """
+
+    def __init__(self, model, decay):
+        self.decay = float(decay)
+        self.targets = [v for v in model.weights
+                        if v.dtype in ("float32", "float16", "bfloat16", "float64")]
+        self.averages = [
+            tf.Variable(tf.identity(v.value), trainable=False, name=f"ema_{i}",
+                        synchronization=tf.VariableSynchronization.ON_READ,
+                        aggregation=tf.VariableAggregation.MEAN)
+            for i, v in enumerate(self.targets)]
+
+    def update(self, step):
+        """In replica context, after the optimizer step number STEP."""
+        t = tf.cast(step, tf.float32)
+        decay = tf.minimum(self.decay, (1.0 + t) / (10.0 + t))
+        for average, target in zip(self.averages, self.targets):
+            value = tf.cast(target.value, average.dtype)
+            average.assign(decay * average + (1.0 - decay) * value)
+
+    def copy_to_model(self):
+        """Set the model's weights to the averages (cross-replica context)."""
+        for average, target in zip(self.averages, self.targets):
+            target.value.assign(average.read_value())
+
+    @contextlib.contextmanager
+    def swapped_in(self):
+        """The model holds the averaged weights inside the block."""
+        live = [tf.identity(v.value) for v in self.targets]
+        self.copy_to_model()
+        try:
+            yield
+        finally:
+            for value, target in zip(live, self.targets):
+                target.value.assign(value)
+
+
 class _Loop:
     """Train, evaluate and checkpoint one model on one strategy."""
 
@@ -421,6 +480,7 @@ class _Loop:
                         if decay and id(v) not in no_decay]
         self.averaged = [v for v in model.non_trainable_variables
                          if v.dtype in ("float32", "float16", "bfloat16", "float64")]
+        self.ema = _Ema(model, recipe.ema_decay) if recipe.ema_decay else None
         grads = tf.function(self._gradients, jit_compile=True) if recipe.jit_compile \
             else self._gradients
         self._grads_fn = grads
@@ -453,6 +513,8 @@ class _Loop:
     def _replica_train(self, images, labels, stop):
         grads, per_example, probabilities = self._grads_fn(images, labels)
         self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
+        if self.ema is not None:
+            self.ema.update(self.optimizer.iterations)
         loss, hits, _, count = _sums(per_example, probabilities, labels, 1)
         return loss, hits, count, tf.identity(stop)  # a per-replica value to reduce
 
@@ -468,6 +530,10 @@ class _Loop:
         # which convolutions and batch norm reject: it contributes zeros.
         def run():
             probabilities = self.model(images, training=False)
+            if self.recipe.eval_flip:  # the mean over each image and its mirror
+                mirrored = self.model(tf.reverse(images, axis=[2]), training=False)
+                probabilities = 0.5 * (tf.cast(probabilities, tf.float32)
+                                       + tf.cast(mirrored, tf.float32))
             return _sums(self._loss(labels, probabilities), probabilities, labels,
                          min(5, self.num_classes))
 
@@ -498,6 +564,11 @@ class _Loop:
         count = max(totals[3], 1.0)
         return {"loss": totals[0] / count, "accuracy": totals[1] / count,
                 "top5": totals[2] / count, "count": int(totals[3])}
+
+    def averaged_weights(self):
+        """A context in which the model holds the EMA weights (if the recipe has
+        an EMA; otherwise nothing changes)."""
+        return self.ema.swapped_in() if self.ema is not None else contextlib.nullcontext()
 
     def evaluation_totals(self, dist_dataset):
         """Sums of loss, top-1 hits, top-5 hits and images over the dataset."""
@@ -568,11 +639,12 @@ class _Checkpoints:
 
     KEEP = 2
 
-    def __init__(self, model_dir, model, optimizer, chief):
+    def __init__(self, model_dir, model, optimizer, chief, ema=None):
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.best = tf.Variable(-1.0, dtype=tf.float64, trainable=False)
+        extra = {"ema": ema.averages} if ema is not None else {}
         self.checkpoint = tf.train.Checkpoint(
-            model=model, optimizer=optimizer, step=self.step, best=self.best)
+            model=model, optimizer=optimizer, step=self.step, best=self.best, **extra)
         self.directory = rundir.path(model_dir, rundir.BACKUP_DIR)
         self.chief = chief
         self.last_saved = None  # (step, path) of the newest readable checkpoint
@@ -732,6 +804,7 @@ def train(model_name, dataset, *, epochs, batch_size, model_dir, data_dir=None,
           weight_decay=None, schedule="cosine", warmup_epochs=None, label_smoothing=0.0,
           seed=None, max_steps=None, steps_per_epoch=None, train_subset=None,
           cache=False, output_stride=None, model_kwargs=None, checkpoint_every=None,
+          nesterov=False, ema_decay=0.0, eval_flip=False, holdout=None,
           callbacks=(), verbose=1):
     """Train ``model_name`` on ``dataset`` (a TFDS name or ``folder:PATH``).
 
@@ -742,13 +815,21 @@ def train(model_name, dataset, *, epochs, batch_size, model_dir, data_dir=None,
     arguments (e.g. ``{"depths": (1, 1, 1)}``); ``callbacks`` are objects with
     optional ``on_train_batch_end(step, logs)`` / ``on_epoch_end(epoch, logs)``.
     With ``export_dir``, the best model is exported for TF Serving at the end.
+    ``holdout=N`` trains on all but the last N training images and validates
+    on those N (choose a recipe without looking at the test split).
+    ``ema_decay`` (e.g. 0.999) keeps an exponential moving average of the
+    weights, which is what is evaluated, saved and exported; ``eval_flip``
+    evaluates on the mean prediction of each image and its mirror image.
     ``mixed_precision=None`` takes the per-device default
-    (:func:`default_mixed_precision`).
+    (:func:`default_mixed_precision`), or, when resuming, the precision the
+    run started with.
 
     Returns a :class:`TrainResult`. Raises ValueError (one line) for bad
     input, before anything in MODEL_DIR is written or changed.
     """
     started = time.time()
+    if mixed_precision is None:
+        mixed_precision = _started_precision(model_dir)
     if mixed_precision is None:
         mixed_precision = default_mixed_precision()
     for name, value, optional in (
@@ -756,6 +837,7 @@ def train(model_name, dataset, *, epochs, batch_size, model_dir, data_dir=None,
             ("image size", image_size, True), ("max steps", max_steps, True),
             ("steps per epoch", steps_per_epoch, True), ("train subset", train_subset, True),
             ("checkpoint every", checkpoint_every, True), ("output stride", output_stride, True),
+            ("holdout", holdout, True),
             ("CPU replicas", num_cpu_replicas, True)):
         if optional and value is None:
             continue
@@ -773,18 +855,20 @@ def train(model_name, dataset, *, epochs, batch_size, model_dir, data_dir=None,
     dist = make_strategy(strategy, num_cpu_replicas)
     data = data_lib.load_dataset(dataset, data_dir)
     data_lib.check_batch_size(batch_size, dist.num_replicas_in_sync)
-    _check_batch_fits(batch_size, data, train_subset, steps_per_epoch)
+    _check_holdout(holdout, data)
+    _check_batch_fits(batch_size, data, train_subset, steps_per_epoch, holdout)
     _check_class_names(data)
     config, recipe = _run_config(
         model_name, data, dist, dict(
             model_kwargs=model_kwargs, output_stride=output_stride, image_size=image_size,
             epochs=epochs, batch_size=batch_size, steps_per_epoch=steps_per_epoch,
             max_steps=max_steps, train_subset=train_subset, seed=seed, cache=cache,
-            strategy=strategy, data_dir=data_dir, model_dir=model_dir),
+            strategy=strategy, data_dir=data_dir, model_dir=model_dir, holdout=holdout),
         dict(optimizer=optimizer, learning_rate=learning_rate, weight_decay=weight_decay,
              schedule=schedule, warmup_epochs=warmup_epochs,
              label_smoothing=label_smoothing, mixed_precision=mixed_precision,
-             jit_compile=jit_compile))
+             jit_compile=jit_compile, nesterov=nesterov, ema_decay=ema_decay,
+             eval_flip=eval_flip))
     stored = check_model_dir(model_dir, config)
     if config["seed"] is None:
         config["seed"] = (stored or {}).get("seed") or random.SystemRandom().randrange(2**31)
@@ -811,7 +895,7 @@ def _train_locked(started, model_dir, model, data, config, loop, chief, schedule
                   optimizer_obj, export_dir, verbose, callbacks, checkpoint_every):
     """The part of :func:`train` that runs holding MODEL_DIR's lock."""
     check_model_dir(model_dir, config)  # again, now that no other trainer can write it
-    checkpoints = _Checkpoints(model_dir, model, optimizer_obj, chief)
+    checkpoints = _Checkpoints(model_dir, model, optimizer_obj, chief, loop.ema)
     initial_step = checkpoints.restore()
     if chief:
         rundir.write_run_config(model_dir, config)
@@ -820,6 +904,8 @@ def _train_locked(started, model_dir, model, data, config, loop, chief, schedule
     try:
         with _stop_on_signals(run), data.reading():  # no decodable image: ValueError
             history = run.fit(initial_step)
+        if loop.ema is not None:  # the averaged weights are the trained model
+            loop.ema.copy_to_model()
         export_path = _save_final(model, model_dir, export_dir) if chief else None
     finally:
         run.logs.close()
@@ -838,9 +924,26 @@ def _train_locked(started, model_dir, model, data, config, loop, chief, schedule
     return result
 
 
-def _check_batch_fits(batch_size, data, train_subset, steps_per_epoch):
+def _started_precision(model_dir):
+    """The mixed_precision of the run already in MODEL_DIR, if any."""
+    try:
+        stored = rundir.read_run_config(model_dir)
+    except (OSError, ValueError):
+        return None
+    value = stored.get("recipe", {}).get("mixed_precision") if isinstance(stored, dict) else None
+    return value if isinstance(value, bool) else None
+
+
+def _check_holdout(holdout, data):
+    if holdout and holdout >= data.num_train:
+        raise ValueError(f"holdout {holdout} leaves no training image: {data.spec} has "
+                         f"{data.num_train}; use a holdout below {data.num_train}")
+
+
+def _check_batch_fits(batch_size, data, train_subset, steps_per_epoch, holdout=None):
     """ValueError if an epoch (steps_per_epoch unset) would not hold one batch."""
-    num_train = min(train_subset or data.num_train, data.num_train)
+    available = data.num_train - (holdout or 0)
+    num_train = min(train_subset or available, available)
     if not steps_per_epoch and batch_size > num_train:
         raise ValueError(
             f"batch size {batch_size} is larger than the {num_train} training images of "
@@ -867,7 +970,9 @@ def _run_config(model_name, data, strategy, options, recipe_options):
     """The run_config.json dict and the :class:`Recipe` of a :func:`train` call."""
     size = int(options["image_size"] or data.default_image_size())
     batch = options["batch_size"]
-    num_train = min(options["train_subset"] or data.num_train, data.num_train)
+    holdout = options["holdout"]
+    available = data.num_train - (holdout or 0)
+    num_train = min(options["train_subset"] or available, available)
     spe = int(options["steps_per_epoch"] or max(1, num_train // batch))
     total = options["epochs"] * spe
     if options["max_steps"]:
@@ -883,7 +988,8 @@ def _run_config(model_name, data, strategy, options, recipe_options):
         "data_dir": options["data_dir"], "class_names": list(data.class_names),
         "num_classes": data.num_classes, "image_size": size, "batch_size": batch,
         "epochs": options["epochs"], "seed": options["seed"], "steps_per_epoch": spe,
-        "total_steps": total, "train_examples": num_train, "eval_split": data.eval_split,
+        "total_steps": total, "train_examples": num_train, "holdout": holdout,
+        "eval_split": f"train[{available}:]" if holdout else data.eval_split,
         "strategy": options["strategy"], "num_replicas": strategy.num_replicas_in_sync,
         "recipe": dataclasses.asdict(recipe), "cache": bool(options["cache"]),
         "model_dir": os.path.abspath(options["model_dir"])}
@@ -935,6 +1041,8 @@ class _Run:
     def _datasets(self, start_step):
         cfg, data = self.config, self.data
         train = data.train.take(cfg["train_examples"])
+        holdout = cfg.get("holdout")
+        evaluation = data.train.skip(data.num_train - holdout) if holdout else data.eval
         strategy, batch, size = self.loop.strategy, cfg["batch_size"], cfg["image_size"]
         buffer = data_lib.shuffle_buffer_size(cfg["train_examples"], data.native_size)
         train_dist = data_lib.distribute(strategy, lambda ctx: data_lib.train_pipeline(
@@ -942,7 +1050,7 @@ class _Run:
             num_examples=cfg["train_examples"], start_step=start_step,
             shuffle_buffer=buffer, input_context=ctx), batch)
         eval_dist = data_lib.distribute(strategy, lambda ctx: data_lib.eval_pipeline(
-            data.eval, size, batch, cache=self.cache, input_context=ctx), batch)
+            evaluation, size, batch, cache=self.cache, input_context=ctx), batch)
         return train_dist, eval_dist
 
     def fit(self, initial_step):
@@ -952,8 +1060,8 @@ class _Run:
         self.best = best if best >= 0 else None
         if initial_step >= self.total:
             self._say(f"already trained: step {initial_step} of {self.total}")
-            self.last_eval = _check_evaluated(
-                self.loop.evaluate(self._datasets(initial_step)[1]), self.data)
+            self.eval_dist = self._datasets(initial_step)[1]
+            self.last_eval = _check_evaluated(self._validate()[0], self.data)
             return []
         if initial_step:
             self._say(f"resuming from step {initial_step} (epoch "
@@ -1017,8 +1125,15 @@ class _Run:
                 "steps": self.step - start, "seconds": seconds,
                 "images_per_second": totals[2] / seconds if seconds > 0 else 0.0}
 
+    def _validate(self):
+        """Validation metrics of the model as it is saved (with the EMA weights if
+        the recipe averages them), and of the live weights when they differ."""
+        live = self.loop.evaluate(self.eval_dist) if self.loop.ema is not None else None
+        with self.loop.averaged_weights():
+            return self.loop.evaluate(self.eval_dist), live
+
     def _end_epoch(self, epoch, metrics):
-        val = self.loop.evaluate(self.eval_dist)
+        val, live = self._validate()
         if not val["count"]:
             self._checkpoint()  # keep the epoch's training
             _check_evaluated(val, self.data)
@@ -1028,7 +1143,8 @@ class _Run:
             self.best = val["accuracy"]
         self._checkpoint()
         if improved and self.chief:
-            _save_model(self.loop.model, self.model_dir, rundir.BEST_MODEL)
+            with self.loop.averaged_weights():
+                _save_model(self.loop.model, self.model_dir, rundir.BEST_MODEL)
         self.logs.scalars(self.logs.train, {
             "epoch_loss": metrics["loss"], "epoch_accuracy": metrics["accuracy"]}, self.step)
         self.logs.scalars(self.logs.validation, {
@@ -1038,6 +1154,9 @@ class _Run:
         record = {"epoch": epoch + 1, "step": self.step, "loss": float(metrics["loss"]),
                   "accuracy": float(metrics["accuracy"]), "val_loss": float(val["loss"]),
                   "val_accuracy": float(val["accuracy"]), "val_top5": float(val["top5"])}
+        if live is not None:  # the same evaluation without the weight average
+            record.update(val_loss_live=float(live["loss"]),
+                          val_accuracy_live=float(live["accuracy"]))
         self._say(f"epoch {epoch + 1}/{math.ceil(self.total / self.spe)}: "
                   f"{metrics['seconds']:.0f}s {metrics['images_per_second']:.0f} img/s  "
                   f"loss {metrics['loss']:.4f}  accuracy {metrics['accuracy']:.4f}  "
@@ -1134,7 +1253,8 @@ def _train_from_args(args):
         label_smoothing=args.label_smoothing, seed=args.seed, max_steps=args.max_steps,
         steps_per_epoch=args.steps_per_epoch, train_subset=args.train_subset,
         cache=args.cache, output_stride=args.output_stride,
-        checkpoint_every=args.checkpoint_every)
+        checkpoint_every=args.checkpoint_every, nesterov=args.nesterov,
+        ema_decay=args.ema_decay, eval_flip=args.eval_flip, holdout=args.holdout)
 
 
 def summary_line(result):
@@ -1148,10 +1268,12 @@ def summary_line(result):
             f"{'exported to' if result.export_path else 'saved'} {where}")
 
 
-def evaluate(model_dir, dataset, data_dir=None, split=None, batch_size=128):
+def evaluate(model_dir, dataset, data_dir=None, split=None, batch_size=128, flip=None):
     """Top-1 / top-5 of MODEL_DIR's best (else final) model on a dataset split.
 
-    Returns ``{"top1", "top5", "loss", "count", "split"}``.
+    ``flip``: average each image's prediction with its mirror image's; None
+    takes the run's recipe (``eval_flip``). Returns ``{"top1", "top5", "loss",
+    "count", "split", "flip"}``.
     """
     model, config = rundir.load_trained_model(model_dir)
     data = data_lib.load_dataset(dataset, data_dir, eval_split=split)
@@ -1160,19 +1282,23 @@ def evaluate(model_dir, dataset, data_dir=None, split=None, batch_size=128):
             f"dataset {data.spec!r} has classes {data.class_names[:5]}... but the model in "
             f"{model_dir!r} was trained on {config['class_names'][:5]}...")
     strategy = tf.distribute.get_strategy()
-    recipe = Recipe("sgd", 0.0, 0.0, "cosine", 0, 0.0, False, False)
+    if flip is None:
+        flip = bool(config.get("recipe", {}).get("eval_flip", False))
+    recipe = Recipe("sgd", 0.0, 0.0, "cosine", 0, 0.0, False, False, eval_flip=bool(flip))
     loop = _Loop(strategy, model, None, recipe, batch_size, data.num_classes)
     dist = data_lib.distribute(strategy, lambda ctx: data_lib.eval_pipeline(
         data.eval, config["image_size"], batch_size, input_context=ctx), batch_size)
     metrics = _check_evaluated(loop.evaluate(dist), data)
     return {"top1": metrics["accuracy"], "top5": metrics["top5"], "loss": metrics["loss"],
-            "count": metrics["count"], "split": data.eval_split}
+            "count": metrics["count"], "split": data.eval_split, "flip": bool(flip)}
 
 
 def evaluate_main(args):
     """``resnet-keras evaluate``: print top-1 and top-5 accuracy."""
-    metrics = evaluate(args.model_dir, args.dataset, args.data_dir, args.split, args.batch_size)
+    metrics = evaluate(args.model_dir, args.dataset, args.data_dir, args.split, args.batch_size,
+                       flip=args.flip)
     print(f"top-1 {metrics['top1']:.4f}  top-5 {metrics['top5']:.4f}  "
           f"loss {metrics['loss']:.4f}  on {metrics['count']} images "
-          f"({args.dataset}, split {metrics['split']})")
+          f"({args.dataset}, split {metrics['split']}"
+          f"{', with mirror-image averaging' if metrics['flip'] else ''})")
     return 0

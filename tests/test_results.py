@@ -125,3 +125,37 @@ def test_plots_have_whole_epoch_ticks_and_apart_labels(tmp_path, monkeypatch):
     assert offsets == {"a (2 ep)": 4, "b (2 ep)": 4, "c (2 ep)": -11, "d (2 ep)": 4}
     for fig in figures:
         close(fig)
+
+
+def test_full_protocol_keeps_models_and_measures_the_averaging_gains(cifar_subset, tmp_path,
+                                                                     monkeypatch):
+    spec = results.get_protocol("cifar10-full")
+    assert [e.label for e in spec.entries] == [
+        "resnet20", "resnet20-os2", "resnet32",
+        "resnet20-seed1", "resnet20-os2-seed1", "resnet32-seed1"]
+    assert all(e.epochs == 60 for e in spec.entries)
+    assert dict(spec.recipe) == {"learning_rate": 0.1, "nesterov": True, "label_smoothing": 0.1,
+                                 "ema_decay": 0.999, "eval_flip": True}
+    out, dataset = str(tmp_path / "full"), f"folder:{cifar_subset}"
+    (row,) = results.run_protocol(out, "cifar10-full", dataset, labels=["resnet20-seed1"],
+                                  epochs=1, steps_per_epoch=2, verbose=0)
+    assert row["seed"] == 1 and row["group"] == "resnet20" and row["eval_split"] == "test"
+    assert row["identity"]["recipe"]["ema_decay"] == 0.999
+    with open(os.path.join(out, "runs", "resnet20-seed1", "run_config.json")) as f:
+        config = json.load(f)
+    assert config["seed"] == 1 and config["recipe"]["nesterov"] is True
+    assert config["recipe"]["learning_rate"] == 0.1 and config["recipe"]["eval_flip"] is True
+    assert 0.0 <= row["top1_live"] <= 1.0 and 0.0 <= row["top1_no_flip"] <= 1.0
+    assert "top1_live" in row["curve"][-1]
+    # The kept copy reproduces the row with the evaluate command's function.
+    kept = os.path.join(out, "resnet20-seed1")
+    assert sorted(os.listdir(kept)) == ["model.keras", "run_config.json"]
+    metrics = train.evaluate(kept, dataset)
+    assert metrics["top1"] == pytest.approx(row["top1"]) and metrics["flip"] is True
+    assert train.evaluate(kept, dataset, flip=False)["top1"] == pytest.approx(row["top1_no_flip"])
+    # A finished row is kept on a device whose default precision differs.
+    monkeypatch.setattr(train, "default_mixed_precision",
+                        lambda *a, **k: row["precision"] == "float32")
+    again = results.run_protocol(out, "cifar10-full", dataset, labels=["resnet20-seed1"],
+                                 epochs=1, steps_per_epoch=2, verbose=0)
+    assert again[0]["top1"] == row["top1"] and again[0]["precision"] == row["precision"]
