@@ -1,17 +1,25 @@
 # resnet_keras: the two commands of the README.
 #   make demo   install, then train resnet20 on real CIFAR-10 and export it
 #   make test   install with the test extras (and CPU torch), then run the test suite
-PYTHON ?= python3
+# The interpreter to install into: the active virtual environment, else (when
+# the system Python is externally managed, PEP 668) a .venv in the project.
+ifeq ($(origin PYTHON), undefined)
+PYTHON := $(shell python3 tools/python_env.py)
+endif
+ifeq ($(PYTHON),)
+$(error no Python to install into: see the message above)
+endif
 SHARED ?= ../shared
 CACHE ?= $(HOME)/.cache/resnet_keras
 CIFAR := $(CACHE)/cifar10_jpeg
 RUN_DIR ?= runs/demo
+# The TensorFlow build (cpu, gpu or tensorflow); each target adds the extras of its use.
 EXTRAS ?= cpu
 
 .PHONY: install demo test bench results
 
 install:
-	$(PYTHON) -m pip install -e ".[$(EXTRAS)]"
+	$(PYTHON) -m pip install -e ".[$(EXTRAS),train]"
 
 $(CIFAR):
 	mkdir -p $(CACHE)
@@ -29,7 +37,10 @@ demo: install $(CIFAR)
 	    $(CIFAR)/test/cat/0000.jpg $(CIFAR)/test/ship/0000.jpg $(CIFAR)/test/horse/0000.jpg
 
 test:
-	$(PYTHON) -m pip install -e ".[$(EXTRAS),test,torch]"
+	$(PYTHON) -m pip install -e ".[$(EXTRAS),train,tune,results,litert,onnx,test,torch]"
+	# TF Serving's protos for the export tests; its own requirement is the full
+	# tensorflow package, which would clash with tensorflow-cpu, hence --no-deps.
+	$(PYTHON) -m pip install --no-deps "tensorflow-serving-api>=2.16"
 	$(PYTHON) -m pytest tests
 
 # Speed against keras.applications and the hardware (about 10 minutes on 2 cores),
@@ -39,5 +50,5 @@ bench: install
 	$(PYTHON) -m resnet_keras benchmark all --output results/benchmark-cpu.json
 
 results:
-	$(PYTHON) -m pip install -e ".[$(EXTRAS),results]"
+	$(PYTHON) -m pip install -e ".[$(EXTRAS),train,results]"
 	$(PYTHON) -m resnet_keras results --out results/cifar10

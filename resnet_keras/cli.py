@@ -20,14 +20,18 @@ internal errors.
 """
 import argparse
 import contextlib
+import dataclasses
 import logging
 import math
 import sys
 import warnings
 
 from resnet_keras._startup import verbose
+from resnet_keras.training.config import keyword, option_fields
 
-STRATEGIES = ("auto", "mirrored", "multi-worker", "one-device")
+# The options of a tuner run that are TrainConfig options (the others are the tuner's).
+TUNE_OPTIONS = ("image_size", "strategy", "num_cpu_replicas", "train_subset",
+                "steps_per_epoch", "max_steps")
 TUNERS = ("hyperband", "bayesian", "random")
 
 
@@ -109,25 +113,47 @@ def _lazy(module, function):
     return run
 
 
+# argparse types of the TrainConfig value kinds (see resnet_keras.training.config.option).
+_KIND_TYPES = {"positive_int": _positive_int, "int": _int, "positive_float": _positive_float,
+               "non_negative_float": _non_negative_float, "fraction": _fraction}
+
+
+def _add_option(parser, field, **overrides):
+    """The flag of one TrainConfig field, with its type, default and help."""
+    meta = field.metadata
+    kwargs = {"dest": keyword(field), "help": meta["help"].replace("%", "%%")}
+    if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+        kwargs["required"] = True
+    else:
+        kwargs["default"] = field.default
+    kind = meta["kind"]
+    if kind == "switch":
+        kwargs["action"] = "store_true"
+    elif kind == "optional_bool":
+        kwargs["action"] = argparse.BooleanOptionalAction
+    elif kind == "choice":
+        kwargs["choices"] = meta["choices"]
+    else:
+        kwargs["metavar"] = meta["flag"].lstrip("-").replace("-", "_").upper()
+        if kind in _KIND_TYPES:
+            kwargs["type"] = _KIND_TYPES[kind]
+    kwargs.update(overrides)
+    parser.add_argument(meta["flag"], **kwargs)
+
+
+def _add_train_options(parser, names=None, **overrides):
+    """The flags of the TrainConfig fields (only those whose keywords are in
+    NAMES, if given); OVERRIDES maps a keyword to argparse settings to change."""
+    groups = {}
+    for section, field in option_fields():
+        if field.metadata["flag"] and (names is None or keyword(field) in names):
+            if names is None and section not in groups:  # all of them: grouped by section
+                groups[section] = parser.add_argument_group(f"{section} options")
+            _add_option(groups.get(section, parser), field, **overrides.get(keyword(field), {}))
+
+
 def _add_data_args(parser):
-    parser.add_argument("--dataset", required=True,
-                        help="TFDS name (e.g. cifar10) or folder:PATH")
-    parser.add_argument("--data-dir", default=None,
-                        help="TFDS data directory (default: $TFDS_DATA_DIR)")
-
-
-def _add_run_args(parser, strategies):
-    """Training-budget and device arguments shared by train and tune."""
-    parser.add_argument("--image-size", type=_positive_int, default=None,
-                        help="training resolution (default: 32 for small images, else 224)")
-    parser.add_argument("--strategy", choices=strategies, default="auto")
-    parser.add_argument("--num-cpu-replicas", type=_positive_int, default=None,
-                        help="with --strategy mirrored and no GPU: split the CPU into N devices")
-    parser.add_argument("--train-subset", type=_positive_int, default=None,
-                        help="train on the first N training images only")
-    parser.add_argument("--steps-per-epoch", type=_positive_int, default=None)
-    parser.add_argument("--max-steps", type=_positive_int, default=None,
-                        help="stop a training run after this many steps in all")
+    _add_train_options(parser, ("dataset", "data_dir"))
 
 
 def build_parser():
@@ -151,40 +177,7 @@ def build_parser():
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("train", help="train a model and optionally export it")
-    p.add_argument("--model", required=True)
-    _add_data_args(p)
-    p.add_argument("--epochs", type=_positive_int, required=True)
-    p.add_argument("--batch-size", type=_positive_int, required=True,
-                   help="global batch size (split across replicas)")
-    p.add_argument("--model-dir", required=True,
-                   help="checkpoints, TensorBoard logs and the run config")
-    p.add_argument("--export-dir", default=None,
-                   help="export a SavedModel to EXPORT_DIR/<version> at the end")
-    p.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=None,
-                   help="bfloat16 (CPU) / float16 (GPU) compute with float32 weights "
-                        "(default: on for CPUs with native bfloat16, else off)")
-    p.add_argument("--jit-compile", action="store_true", help="compile steps with XLA")
-    p.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
-    p.add_argument("--learning-rate", type=_positive_float, default=None)
-    p.add_argument("--weight-decay", type=_non_negative_float, default=None)
-    p.add_argument("--schedule", choices=("cosine", "step"), default="cosine")
-    p.add_argument("--warmup-epochs", type=_non_negative_float, default=None)
-    p.add_argument("--label-smoothing", type=_fraction, default=0.0)
-    p.add_argument("--nesterov", action="store_true", help="Nesterov momentum (SGD)")
-    p.add_argument("--ema-decay", type=_fraction, default=0.0,
-                   help="keep an exponential moving average of the weights with this "
-                        "decay (e.g. 0.999) and evaluate, save and export it; 0: off")
-    p.add_argument("--eval-flip", action="store_true",
-                   help="evaluate on the mean prediction of each image and its mirror")
-    p.add_argument("--holdout", type=_positive_int, default=None,
-                   help="validate on the last N training images and train on the rest")
-    p.add_argument("--seed", type=_int, default=None)
-    p.add_argument("--cache", action="store_true", help="cache decoded images in memory")
-    p.add_argument("--output-stride", type=_positive_int, default=None)
-    _add_run_args(p, STRATEGIES)
-    p.add_argument("--checkpoint-every", type=_positive_int, default=None,
-                   help="steps between checkpoints (default: min(steps per epoch, 500)) "
-                        "besides each epoch end")
+    _add_train_options(p)  # one flag per TrainConfig option
     p.set_defaults(func=_lazy("train", "train_main"))
 
     p = sub.add_parser("evaluate", help="top-1 / top-5 of a trained model")
@@ -201,6 +194,15 @@ def build_parser():
     p.add_argument("--model-dir", required=True)
     p.add_argument("--export-dir", required=True)
     p.add_argument("--version", type=_positive_int, default=None)
+    p.add_argument("--format", choices=("saved_model", "litert", "onnx"), default="saved_model",
+                   help="saved_model: BASE/<version>/ for TF Serving; litert / onnx: "
+                        "BASE/model*.tflite / BASE/model.onnx")
+    p.add_argument("--quantize", choices=("none", "float16", "int8"), default="none",
+                   help="LiteRT weights: float32 (none), float16, or full-integer int8 "
+                        "calibrated on the run's training images")
+    p.add_argument("--serving-config", action="store_true",
+                   help="also write models.config and batching_parameters.txt for "
+                        "tensorflow_model_server next to the versions")
     p.set_defaults(func=_lazy("export", "export_main"))
 
     p = sub.add_parser("predict", help="classify images with an exported model")
@@ -208,7 +210,7 @@ def build_parser():
                    help="an export base (newest version is used) or one version")
     p.add_argument("images", nargs="+")
     p.add_argument("--top", type=_positive_int, default=5)
-    p.set_defaults(func=_lazy("export", "predict_main"))
+    p.set_defaults(func=_lazy("predict", "predict_main"))
 
     p = sub.add_parser("tune", help="search bottleneck width, depth and dilation")
     _add_data_args(p)
@@ -235,7 +237,8 @@ def build_parser():
     p.add_argument("--seed", type=_positive_int, default=1,
                    help="seeds the sampling and every trial's training")
     p.add_argument("--quiet", action="store_true", help="no per-epoch training output")
-    _add_run_args(p, ("auto", "mirrored", "one-device"))
+    _add_train_options(p, TUNE_OPTIONS,
+                       strategy={"choices": ("auto", "mirrored", "one-device")})
     p.set_defaults(func=_lazy("tuning", "tune_main"))
     p = sub.add_parser("results", help="train ResNet and DRN under one protocol; table "
                                        "and plots")
@@ -256,7 +259,7 @@ def build_parser():
                         "(to choose a recipe)")
     p.add_argument("--strategy", choices=("auto", "mirrored", "one-device"), default="auto")
     p.add_argument("--quiet", action="store_true", help="no per-epoch training output")
-    p.set_defaults(func=_lazy("results", "results_main"))
+    p.set_defaults(func=_lazy("experiments.results", "results_main"))
     p = sub.add_parser("benchmark", help="training, serving and input-pipeline speed "
                                          "against keras.applications and the hardware")
     p.add_argument("suite", choices=("train", "serve", "pipeline", "forward", "jax", "all"),
@@ -277,7 +280,7 @@ def build_parser():
                    help="image folder with train/<class>/ and test/<class>/ (default: a "
                         "subset of the offline CIFAR-10)")
     p.add_argument("--output", default=None, help="also write the results as JSON")
-    p.set_defaults(func=_lazy("benchmark", "benchmark_main"))
+    p.set_defaults(func=_lazy("experiments.benchmark", "benchmark_main"))
     return parser
 
 
@@ -321,13 +324,13 @@ def main(argv=None):
         return 2
     except SystemExit as done:  # --help
         return done.code if isinstance(done.code, int) else 0
-    from resnet_keras.errors import first_line
+    from resnet_keras.errors import MissingExtra, first_line
 
     command = f"resnet-keras {args.command}"
     try:
         with _quiet_python_logs():
             return int(args.func(args) or 0)
-    except ValueError as err:
+    except (ValueError, MissingExtra) as err:
         print(f"{command}: error: {first_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

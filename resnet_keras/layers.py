@@ -1,25 +1,16 @@
-"""Building blocks: one conv-BN-ReLU helper, residual blocks and stages.
+"""The package's own Keras layers, registered for saving.
 
-Layer names follow keras.applications (``conv2_block1_1_conv``,
-``conv2_block1_0_conv`` for a projection shortcut, ``_bn``, ``_relu``,
-``_add``, ``_out``); they are the contract that weight files rely on.
-Strided convs are padded symmetrically (explicit ZeroPadding2D + "valid"),
-as PyTorch pads, so ported weights give the same numbers.
-
-The refinements of the modern ResNets add, per block ``{block}``:
-``{block}_se_pool/_reduce/_relu/_expand/_gate/_scale`` (squeeze-and-excitation),
-``{block}_eca_pool/_reshape/_conv/_gate/_expand/_scale`` (efficient channel
-attention), ``{block}_0_pool`` (the average pool of a ResNet-D shortcut) and
-``{block}_drop_path`` (stochastic depth); a deep stem is ``conv1_1``,
-``conv1_2``, ``conv1_3`` (``_conv``/``_bn``/``_relu``) with its last BN and
-ReLU named ``conv1_bn`` / ``conv1_relu`` as in the 7x7 stem.
+``ShortcutPad`` (a parameter-free CIFAR shortcut), ``BatchNormalization``
+(Keras' layer with a fused training kernel), ``DropPath`` (stochastic depth)
+and ``DepthwiseConvTranspose2D`` (DRNSeg's per-class upsampling). Each is
+registered under the package ``resnet_keras``, so saved ``.keras`` models
+load with ``keras.saving.load_model`` (``safe_mode=True``).
 """
-import functools
+import math
 
 import keras
+import numpy as np
 from keras import layers, ops
-
-from resnet_keras import specs as specs_lib
 
 # torchvision's init: kaiming normal, fan_out, for ReLU networks.
 CONV_INIT = {"class_name": "VarianceScaling",
@@ -129,188 +120,95 @@ class DropPath(layers.Layer):
         return {**super().get_config(), "rate": self.rate, "seed": self.seed}
 
 
-class Ops:
-    """Conv / BN / ReLU factories configured once from a spec."""
-
-    def __init__(self, spec):
-        self.spec = spec
-        self.bn = functools.partial(
-            BatchNormalization, axis=-1,
-            epsilon=spec.bn_epsilon, momentum=spec.bn_momentum)
-
-    def conv(self, x, filters, kernel, stride=1, dilation=1, groups=1,
-             use_bias=None, name=None):
-        """Conv with symmetric padding; adds ``{name}_pad`` when strided."""
-        if stride > 1 and dilation > 1:
-            raise ValueError(f"{name}: a conv cannot be both strided and dilated")
-        pad = dilation * (kernel - 1) // 2
-        padding = "same"
-        if stride > 1 or kernel == 1:
-            padding = "valid"
-            if pad:
-                x = layers.ZeroPadding2D(pad, name=f"{name}_pad")(x)
-        return layers.Conv2D(
-            filters, kernel, strides=stride, padding=padding, dilation_rate=dilation,
-            groups=groups, use_bias=self.spec.conv_bias if use_bias is None else use_bias,
-            kernel_initializer=CONV_INIT, name=f"{name}_conv")(x)
-
-    def conv_bn(self, x, filters, kernel, stride=1, dilation=1, groups=1,
-                relu=True, zero_gamma=False, name=None):
-        """``{name}_conv`` -> ``{name}_bn`` [-> ``{name}_relu``].
-
-        ``zero_gamma`` starts the BN's gamma at 0 (a zero-initialised
-        residual branch).
-        """
-        x = self.conv(x, filters, kernel, stride, dilation, groups, name=name)
-        gamma = "zeros" if zero_gamma else "ones"
-        x = self.bn(gamma_initializer=gamma, name=f"{name}_bn")(x)
-        return layers.ReLU(name=f"{name}_relu")(x) if relu else x
-
-    def norm_relu(self, x, name):
-        """BN + ReLU named ``{name}_bn`` / ``{name}_relu`` (pre-activation)."""
-        x = self.bn(name=f"{name}_bn")(x)
-        return layers.ReLU(name=f"{name}_relu")(x)
-
-    def shortcut(self, x, channels, stride, name, dilation=1):
-        """Identity, projection (``_0_conv``/``_0_bn``), option-A padding, or
-        ResNet-D's average pool (``_0_pool``) then a 1x1 projection.
-
-        The average pool is 2x2 with the block's stride (a partial window at
-        an odd edge averages what it covers); in a dilated stage (``dilation``
-        > 1) it is 2x2 with stride 1 over the input zero-padded by one row and
-        column at the bottom and right (timm's ``AvgPool2dSame``).
-        """
-        if stride == 1 and x.shape[-1] == channels:
-            return x
-        if self.spec.shortcut == "pad":
-            return ShortcutPad(stride, channels, name=f"{name}_0_pad")(x)
-        if self.spec.shortcut == "avgpool":
-            if stride > 1:
-                x = layers.AveragePooling2D(2, stride, padding="same",
-                                            name=f"{name}_0_pool")(x)
-            elif dilation > 1:
-                x = layers.ZeroPadding2D(((0, 1), (0, 1)), name=f"{name}_0_pad")(x)
-                x = layers.AveragePooling2D(2, 1, name=f"{name}_0_pool")(x)
-            return self.conv_bn(x, channels, 1, 1, relu=False, name=f"{name}_0")
-        return self.conv_bn(x, channels, 1, stride, relu=False, name=f"{name}_0")
-
-    def attention(self, x, name):
-        """The spec's channel attention on ``x`` (a residual branch), or ``x``."""
-        spec, channels = self.spec, x.shape[-1]
-        if spec.attention == "se":
-            width = specs_lib.se_channels(channels, spec.se_reduction)
-            s = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_se_pool")(x)
-            s = layers.Conv2D(width, 1, kernel_initializer=CONV_INIT,
-                              name=f"{name}_se_reduce")(s)
-            s = layers.ReLU(name=f"{name}_se_relu")(s)
-            s = layers.Conv2D(channels, 1, kernel_initializer=CONV_INIT,
-                              name=f"{name}_se_expand")(s)
-            s = layers.Activation("sigmoid", name=f"{name}_se_gate")(s)
-            return layers.Multiply(name=f"{name}_se_scale")([x, s])
-        if spec.attention == "eca":
-            kernel = spec.eca_kernel_size or specs_lib.eca_kernel_size(channels)
-            s = layers.GlobalAveragePooling2D(name=f"{name}_eca_pool")(x)
-            s = layers.Reshape((channels, 1), name=f"{name}_eca_reshape")(s)
-            s = layers.Conv1D(1, kernel, padding="same", use_bias=False,
-                              name=f"{name}_eca_conv")(s)
-            s = layers.Activation("sigmoid", name=f"{name}_eca_gate")(s)
-            s = layers.Reshape((1, 1, channels), name=f"{name}_eca_expand")(s)
-            return layers.Multiply(name=f"{name}_eca_scale")([x, s])
-        return x
-
-    def residual_end(self, y, drop_rate, name):
-        """Attention, then stochastic depth, on a residual branch's output."""
-        y = self.attention(y, name)
-        if drop_rate > 0:
-            y = DropPath(drop_rate, name=f"{name}_drop_path")(y)
-        return y
+def bilinear_kernel(size):
+    """fyu/drn's ``fill_up_weights``: a ``size x size`` bilinear kernel."""
+    f = math.ceil(size / 2)
+    c = (2 * f - 1 - f % 2) / (2.0 * f)
+    ramp = 1 - np.abs(np.arange(size) / f - c)
+    return np.outer(ramp, ramp)
 
 
-def basic_block(ops, x, width, stride, dilation, first_dilation, residual=True,
-                drop_rate=0.0, name=None):
-    """Two 3x3 convs; ``residual=False`` drops the addition (DRN degridding)."""
-    shortcut = ops.shortcut(x, width, stride, name, dilation) if residual else None
-    y = ops.conv_bn(x, width, 3, stride, first_dilation, name=f"{name}_1")
-    y = ops.conv_bn(y, width, 3, 1, dilation, relu=False, name=f"{name}_2",
-                    zero_gamma=residual and ops.spec.zero_init_last)
-    if residual:
-        y = ops.residual_end(y, drop_rate, name)
-        y = layers.Add(name=f"{name}_add")([shortcut, y])
-    else:
-        y = ops.attention(y, name)
-    return layers.ReLU(name=f"{name}_out")(y)
+def _phase_taps(kernel_size, stride, padding):
+    """Polyphase form of a 1-D transposed conv.
 
-
-def bottleneck_block(ops, x, width, stride, dilation, first_dilation, drop_rate=0.0,
-                     name=None):
-    """1x1 -> 3x3 (grouped, strided, dilated) -> 1x1 (x expansion)."""
-    spec = ops.spec
-    inner, out = spec.bottleneck_width(width), width * spec.expansion
-    s1, s3 = (stride, 1) if spec.stride_in_1x1 else (1, stride)
-    shortcut = ops.shortcut(x, out, stride, name, dilation)
-    y = ops.conv_bn(x, inner, 1, s1, name=f"{name}_1")
-    y = ops.conv_bn(y, inner, 3, s3, first_dilation, spec.groups, name=f"{name}_2")
-    y = ops.conv_bn(y, out, 1, relu=False, zero_gamma=spec.zero_init_last, name=f"{name}_3")
-    y = ops.residual_end(y, drop_rate, name)
-    y = layers.Add(name=f"{name}_add")([shortcut, y])
-    return layers.ReLU(name=f"{name}_out")(y)
-
-
-def preact_block(ops, x, width, stride, dilation, drop_rate=0.0, name=None):
-    """Pre-activation bottleneck (keras.applications ``block2``)."""
-    spec = ops.spec
-    inner, out = spec.bottleneck_width(width), width * spec.expansion
-    preact = ops.norm_relu(x, f"{name}_preact")
-    if x.shape[-1] != out:
-        shortcut = ops.conv(preact, out, 1, stride, use_bias=True, name=f"{name}_0")
-    elif stride > 1:
-        shortcut = layers.MaxPooling2D(1, strides=stride, name=f"{name}_0_pool")(x)
-    else:
-        shortcut = x
-    y = ops.conv_bn(preact, inner, 1, name=f"{name}_1")
-    y = ops.conv_bn(y, inner, 3, stride, dilation, spec.groups, name=f"{name}_2")
-    y = ops.conv(y, out, 1, use_bias=True, name=f"{name}_3")
-    y = ops.residual_end(y, drop_rate, name)
-    return layers.Add(name=f"{name}_out")([shortcut, y])
-
-
-def conv_stage(ops, x, width, depth, stride, dilation, name):
-    """Plain stack of 3x3 conv-BN-ReLU (DRN-D levels 1, 2, 7, 8)."""
-    for i in range(depth):
-        x = ops.conv_bn(x, width, 3, stride if i == 0 else 1, dilation,
-                        name=f"{name}_conv{i + 1}")
-    return x
-
-
-def residual_stage(ops, x, index, depth, stride, dilation, first_dilation, name,
-                   on_level=None, drop_rates=None):
-    """``depth`` residual blocks of stage ``index``.
-
-    Post-activation stages stride in their first block, whose 3x3 uses
-    ``first_dilation``; pre-activation (v2) stages stride in their last block
-    and use ``first_dilation`` throughout. ``on_level(x)`` is called with the
-    input of a v2 stage's last block when that block has a nominal stride
-    (the last feature map at the stage's input resolution). ``drop_rates``
-    gives each block's stochastic-depth rate (default none).
+    Output ``stride * q + r`` sums ``x[q + d] * w[r + padding - stride * d]``
+    over the offsets ``d`` that give a kernel index in range. Returns
+    ``(pad_before, pad_after, index)`` where ``index[a, r]`` is the kernel
+    index used by tap ``a`` (offset ``a - pad_before``) for phase ``r``, or
+    ``kernel_size`` (a zero) where the tap is unused.
     """
-    spec = ops.spec
-    width, block = spec.widths[index], spec.stage_block(index)
-    drop_rates = drop_rates or (0.0,) * depth
-    for b in range(depth):
-        block_name = f"{name}_block{b + 1}"
-        if spec.preact:
-            last = b == depth - 1
-            if last and on_level is not None and spec.strides[index] > 1:
-                on_level(x)
-            x = preact_block(ops, x, width, stride if last else 1, first_dilation,
-                             drop_rate=drop_rates[b], name=block_name)
-            continue
-        s, d1 = (stride, first_dilation) if b == 0 else (1, dilation)
-        if block == "bottleneck":
-            x = bottleneck_block(ops, x, width, s, dilation, d1, drop_rate=drop_rates[b],
-                                 name=block_name)
-        else:
-            x = basic_block(ops, x, width, s, dilation, d1,
-                            residual=spec.kinds[index] != "degrid",
-                            drop_rate=drop_rates[b], name=block_name)
-    return x
+    offsets = [d for r in range(stride) for d in range(-kernel_size, kernel_size + 1)
+               if 0 <= r + padding - stride * d < kernel_size]
+    d_min, d_max = min(offsets), max(offsets)
+    index = np.full((d_max - d_min + 1, stride), kernel_size, dtype="int32")
+    for a, d in enumerate(range(d_min, d_max + 1)):
+        for r in range(stride):
+            k = r + padding - stride * d
+            if 0 <= k < kernel_size:
+                index[a, r] = k
+    return -d_min, d_max, index
+
+
+@keras.saving.register_keras_serializable(package="resnet_keras")
+class DepthwiseConvTranspose2D(layers.Layer):
+    """Transposed conv with one group per channel (torch ``groups=channels``).
+
+    Computes ``ConvTranspose2d(C, C, kernel_size, stride=strides,
+    padding=padding, groups=C, bias=False)`` exactly, as a depthwise conv of
+    ``strides**2`` phases followed by a depth-to-space shuffle. The kernel,
+    shape ``(k, k, C, 1)``, starts bilinear (fyu/drn's ``fill_up_weights``).
+    The output is ``strides`` times the input, so ``kernel_size - 2 *
+    padding`` must equal ``strides``.
+    """
+
+    def __init__(self, kernel_size=16, strides=8, padding=4, **kwargs):
+        super().__init__(**kwargs)
+        self.kernel_size, self.strides, self.padding = int(kernel_size), int(strides), int(padding)
+        if self.kernel_size - 2 * self.padding != self.strides or self.padding < 0:
+            raise ValueError(
+                f"kernel_size={kernel_size}, strides={strides}, padding={padding}: "
+                "kernel_size - 2 * padding must equal strides (output = strides x input)")
+        self._taps = _phase_taps(self.kernel_size, self.strides, self.padding)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        bilinear = bilinear_kernel(self.kernel_size)
+
+        def init(shape, dtype=None):
+            return ops.convert_to_tensor(
+                np.broadcast_to(bilinear[:, :, None, None], shape), dtype=dtype)
+
+        self.kernel = self.add_weight(
+            name="kernel", shape=(self.kernel_size, self.kernel_size, channels, 1),
+            initializer=init)
+
+    def _phase_kernel(self):
+        """``(taps, taps, C, strides**2)`` depthwise kernel of the phases."""
+        _, _, index = self._taps
+        taps, s = index.shape
+        w = ops.cast(self.kernel[:, :, :, 0], self.compute_dtype)
+        w = ops.pad(w, [[0, 1], [0, 1], [0, 0]])  # index kernel_size reads a zero
+        w = ops.take(w, index, axis=0)  # (taps, s, k + 1, C)
+        w = ops.take(w, index, axis=2)  # (taps, s, taps, s, C)
+        w = ops.transpose(w, (0, 2, 4, 1, 3))
+        return ops.reshape(w, (taps, taps, w.shape[2], s * s))
+
+    def call(self, inputs):
+        before, after, _ = self._taps
+        s = self.strides
+        x = ops.pad(inputs, [[0, 0], [before, after], [before, after], [0, 0]])
+        y = ops.depthwise_conv(x, self._phase_kernel(), strides=1, padding="valid")
+        shape = ops.shape(inputs)
+        n, h, w, c = shape[0], shape[1], shape[2], inputs.shape[-1]
+        y = ops.reshape(y, (n, h, w, c, s, s))
+        y = ops.transpose(y, (0, 1, 4, 2, 5, 3))
+        return ops.reshape(y, (n, h * s, w * s, c))
+
+    def compute_output_shape(self, input_shape):
+        def up(side):
+            return None if side is None else side * self.strides
+        return (input_shape[0], up(input_shape[1]), up(input_shape[2]), input_shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "kernel_size": self.kernel_size,
+                "strides": self.strides, "padding": self.padding}

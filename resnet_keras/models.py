@@ -4,6 +4,18 @@
 (``include_top``, ``weights``, ``input_tensor``, ``input_shape``, ``pooling``,
 ``classes``, ``classifier_activation``, ``name``) plus ``output_stride`` and
 the spec overrides of :data:`resnet_keras.specs.OVERRIDABLE`.
+
+Every builder (the classifier, the backbone, the segmentation model) is put
+together from the same three steps, public for heads of one's own:
+
+    check_head(include_top, pooling, classes, classifier_activation, name)
+    inputs, model_inputs = make_input(input_tensor, input_shape, name)
+    features, levels = assemble(spec, inputs)
+
+``assemble`` runs the stem and the stages of a resolved spec
+(:func:`resnet_keras.specs.resolve_spec`) on ``inputs`` and returns the final
+feature map and the named feature levels; the head goes on ``features`` and
+``keras.Model(model_inputs, outputs)`` closes the graph.
 """
 import math
 
@@ -12,7 +24,7 @@ from keras import layers
 
 from resnet_keras import specs as specs_lib
 from resnet_keras import weights as weights_lib
-from resnet_keras.layers import Ops, conv_stage, residual_stage
+from resnet_keras.blocks import Ops, conv_stage, drop_path_rates, residual_stage, stem
 
 POOLINGS = (None, "avg", "max")
 
@@ -36,7 +48,13 @@ def _check_input_shape(input_shape, model_name):
     return shape
 
 
-def _make_input(input_tensor, input_shape, model_name):
+def make_input(input_tensor, input_shape, model_name):
+    """``(tensor, model inputs)``: the tensor to build on and what ``keras.Model`` takes.
+
+    A new ``keras.Input`` of ``input_shape`` (default ``(None, None, 3)``),
+    or ``input_tensor`` (a Keras tensor, or a backend tensor wrapped in a
+    ``keras.Input``). ValueError naming the bad ``input_shape``.
+    """
     if input_tensor is None:
         inputs = keras.Input(shape=_check_input_shape(input_shape, model_name))
         return inputs, inputs
@@ -50,7 +68,8 @@ def _make_input(input_tensor, input_shape, model_name):
     return tensor, keras.utils.get_source_inputs(tensor)
 
 
-def _check_head(include_top, pooling, classes, classifier_activation, model_name):
+def check_head(include_top, pooling, classes, classifier_activation, model_name):
+    """ValueError (one line naming the bad value) for invalid head arguments."""
     if not isinstance(include_top, bool):
         raise ValueError(f"include_top={include_top!r} for {model_name}: expected True or False")
     if pooling not in POOLINGS:
@@ -67,37 +86,22 @@ def _check_head(include_top, pooling, classes, classifier_activation, model_name
                 "a Keras activation (e.g. 'softmax', 'sigmoid', None)") from None
 
 
-def _stem(ops, x, spec):
-    if spec.stem in ("imagenet", "imagenet_v2", "deep"):
-        if spec.stem == "deep":
-            half = spec.stem_width // 2
-            x = ops.conv_bn(x, half, 3, 2, name="conv1_1")
-            x = ops.conv_bn(x, half, 3, 1, name="conv1_2")
-            x = ops.conv(x, spec.stem_width, 3, 1, name="conv1_3")
-            x = ops.bn(name="conv1_bn")(x)
-            x = layers.ReLU(name="conv1_relu")(x)
-        elif spec.stem == "imagenet":
-            x = ops.conv_bn(x, spec.stem_width, 7, 2, name="conv1")
-        else:  # pre-activation: the first block normalises
-            x = ops.conv(x, spec.stem_width, 7, 2, use_bias=True, name="conv1")
-        x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
-        return layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
-    kernel = 3 if spec.stem == "cifar" else 7
-    return ops.conv_bn(x, spec.stem_width, kernel, 1, name="conv1")
+def assemble(spec, inputs):
+    """Run the stem and stages of ``spec`` on ``inputs``.
 
-
-def _body(ops, x, spec):
-    """Run the stem and stages; returns (final features, {level name: tensor}).
+    Returns ``(final features, {level name: tensor})``; ``spec`` is a
+    resolved, validated :class:`resnet_keras.specs.ModelSpec`.
 
     ResNet-style levels are named by stage, "P{k}" with 2**k the stage's
     stride at output stride 32 (P2..P5 after an ImageNet stem); DRN-C/D
     levels are "level1".."level8".
     """
+    ops = Ops(spec)
     levels = {}
     drn_levels = spec.family in ("drn_c", "drn_d")
     base = int(math.log2(spec.stem_stride))
-    x = _stem(ops, x, spec)
-    drop_rates = specs_lib.drop_path_rates(spec)
+    x = stem(ops, inputs, spec)
+    drop_rates = drop_path_rates(spec)
     for i, (stride, dilation, first) in enumerate(spec.stage_plan()):
         depth, kind = spec.depths[i], spec.kinds[i]
         name = f"level{i + 1}" if drn_levels else f"conv{i + 2}"
@@ -164,10 +168,10 @@ def build_model(model_name, /, *, include_top=True, weights=None, input_tensor=N
         A ``keras.Model``.
     """
     spec = specs_lib.resolve_spec(model_name, output_stride=output_stride, **overrides)
-    _check_head(include_top, pooling, classes, classifier_activation, model_name)
+    check_head(include_top, pooling, classes, classifier_activation, model_name)
     weights_lib.check_weights_arg(weights, model_name, include_top, classes)
-    inputs, model_inputs = _make_input(input_tensor, input_shape, model_name)
-    x, _ = _body(Ops(spec), inputs, spec)
+    inputs, model_inputs = make_input(input_tensor, input_shape, model_name)
+    x, _ = assemble(spec, inputs)
     outputs = _head(x, include_top, pooling, classes, classifier_activation)
     model = keras.Model(model_inputs, outputs, name=name or model_name)
     if weights is not None:
@@ -188,32 +192,51 @@ def build_backbone(model_name, /, *, input_tensor=None, input_shape=None, name=N
     """
     spec = specs_lib.resolve_spec(model_name, output_stride=output_stride, **overrides)
     weights_lib.check_weights_arg(weights, model_name, False, None)
-    inputs, model_inputs = _make_input(input_tensor, input_shape, model_name)
-    _, levels = _body(Ops(spec), inputs, spec)
+    inputs, model_inputs = make_input(input_tensor, input_shape, model_name)
+    _, levels = assemble(spec, inputs)
     model = keras.Model(model_inputs, levels, name=name or f"{model_name}_backbone")
     if weights is not None:
         weights_lib.load_weights(model, weights, model_name)
     return model
 
 
-def count_macs(model):
+def count_macs(model, input_shape=None):
     """Multiply-adds of one forward pass of one image (convs and dense layers;
     pooling, BN, activations and the attention gates' products are not counted).
 
-    The model needs a fixed input size, e.g. ``input_shape=(224, 224, 3)``.
+    Args:
+        model: a functional model, e.g. from ``build_model``.
+        input_shape: ``(height, width, channels)`` to count at. Default: the
+            model's own input shape, which then must be fixed, e.g. built
+            with ``input_shape=(224, 224, 3)``.
     """
+    if input_shape is None:
+        input_shape = tuple(model.input_shape[1:])
+        if None in input_shape:
+            raise ValueError(f"count_macs needs a fixed input size; {model.name} has input "
+                             f"shape {tuple(model.input_shape)}: build it with a fixed "
+                             "input_shape or pass input_shape=(height, width, channels)")
     total = 0
-    for layer in model.layers:
+    for layer, output in _output_shapes(model, tuple(input_shape)):
         if isinstance(layer, layers.Conv2D):
-            out = layer.output.shape
-            if None in out[1:]:
-                raise ValueError(f"count_macs needs a fixed input size; {model.name} "
-                                 f"has input shape {tuple(model.input_shape)}")
             kh, kw, cin_per_group, cout = layer.kernel.shape
-            total += out[1] * out[2] * cout * kh * kw * cin_per_group
+            total += output[1] * output[2] * cout * kh * kw * cin_per_group
         elif isinstance(layer, layers.Conv1D):  # ECA's conv across channels
             k, cin_per_group, cout = layer.kernel.shape
-            total += layer.output.shape[1] * cout * k * cin_per_group
+            total += output[1] * cout * k * cin_per_group
         elif isinstance(layer, layers.Dense):
             total += math.prod(layer.kernel.shape)
     return int(total)
+
+
+def _output_shapes(model, input_shape):
+    """``(layer, output shape)`` of every layer for one image of ``input_shape``
+    (symbolic shape inference through the graph; nothing is computed)."""
+    specs = {id(model.inputs[0]): keras.KerasTensor((1,) + input_shape)}
+    for layer in model.layers:
+        if isinstance(layer, layers.InputLayer):
+            continue
+        inputs = keras.tree.map_structure(lambda t: specs[id(t)], layer.input)
+        output = layer.compute_output_spec(inputs)
+        specs[id(layer.output)] = output
+        yield layer, output.shape

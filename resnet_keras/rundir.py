@@ -1,7 +1,8 @@
 """Layout of a training run's ``--model-dir``, shared by train, evaluate and export.
 
-    MODEL_DIR/run_config.json   what was trained: model name and arguments,
-                                dataset, class names, image size, recipe
+    MODEL_DIR/run_config.json   what was trained: the run's options, class
+                                names, image size, resolved recipe and result
+                                (read typed by resnet_keras.training.record)
     MODEL_DIR/best.keras        best model so far by validation accuracy
     MODEL_DIR/model.keras       model at the end of the last finished run
     MODEL_DIR/backup/           fault-tolerance state (resume after a kill)
@@ -60,6 +61,16 @@ def write_run_config(model_dir, config):
     os.replace(tmp, path(model_dir, CONFIG_FILE))
 
 
+def save_model_file(model, model_dir, name):
+    """Save MODEL as MODEL_DIR/NAME (a .keras file) atomically: written under a
+    temporary name, then renamed. Returns the path."""
+    target = path(model_dir, name)
+    tmp = path(model_dir, f".tmp-{os.getpid()}-{name}")
+    model.save(tmp)
+    os.replace(tmp, target)
+    return target
+
+
 def trained_model_path(model_dir):
     """best.keras if present, else model.keras; ValueError if neither exists."""
     for name in (BEST_MODEL, FINAL_MODEL):
@@ -71,14 +82,21 @@ def trained_model_path(model_dir):
 
 
 def load_trained_model(model_dir):
-    """(keras model, run config) of the best or final model in MODEL_DIR.
+    """(keras model, run config dict) of the best or final model in MODEL_DIR.
 
     ValueError naming the file if it is damaged (truncated, empty, not a
-    Keras archive).
+    Keras archive). :func:`resnet_keras.training.record.load_trained` gives
+    the config as a typed record.
     """
+    config = read_run_config(model_dir)
+    return load_model_file(model_dir), config
+
+
+def load_model_file(model_dir):
+    """The best (else final) Keras model saved in MODEL_DIR; ValueError naming
+    the file if it is missing or damaged (truncated, empty, not a Keras archive)."""
     import keras
 
-    config = read_run_config(model_dir)
     model_path = trained_model_path(model_dir)
     if not zipfile.is_zipfile(model_path):
         size = os.path.getsize(model_path)
@@ -92,7 +110,7 @@ def load_trained_model(model_dir):
 
         raise ValueError(f"model file {model_path!r} is damaged and cannot be loaded "
                          f"({first_line(err)})") from None
-    return model, config
+    return model
 
 
 # --------------------------------------------------------------------------

@@ -7,29 +7,24 @@ rule. One builder (:mod:`resnet_keras.models`) reads it. The ResNet variants,
 ResNeXt, Wide ResNet, the CIFAR ResNets, DRN-A/C/D and timm's ResNet-D,
 SE-ResNet and ECA-ResNet-D differ only in their row (stem, shortcut,
 attention, stochastic depth, zero-initialised branches are fields too).
+
+Beside the registry ``SPECS``, ``FACTS`` holds each row's pinned numbers
+(parameters, trainable parameters, multiply-adds); the tests and the
+README's zoo table are checked against them.
 """
 import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-FAMILIES = ("resnet", "resnet_v2", "cifar", "drn_a", "drn_c", "drn_d")
-BLOCKS = ("basic", "bottleneck")
-# Stem -> total stride of the stem.
-STEM_STRIDES = {"imagenet": 4, "imagenet_v2": 4, "deep": 4, "cifar": 1, "drn": 1}
-# Stems each family can be built with (the first is the family's own).
-FAMILY_STEMS = {
-    "resnet": ("imagenet", "deep", "cifar"), "drn_a": ("imagenet", "deep", "cifar"),
-    "resnet_v2": ("imagenet_v2",), "cifar": ("cifar",), "drn_c": ("drn",), "drn_d": ("drn",),
-}
-# Stage kinds: "residual" uses the spec's block; "basic" is always a basic
-# residual block (DRN-C levels 1-2); "degrid" is a basic block without the
-# residual addition (DRN-C levels 7-8); "conv" is a plain conv-BN-ReLU stack
-# (DRN-D levels 1, 2, 7, 8).
-STAGE_KINDS = ("residual", "basic", "degrid", "conv")
-SHORTCUTS = ("projection", "pad", "avgpool")
-ATTENTIONS = (None, "se", "eca")
-FIRST_DILATIONS = ("previous", "same", "one")
+from resnet_keras.spec_fields import (ATTENTIONS, BLOCKS, FAMILIES, FAMILY_STEMS,
+                                      FIRST_DILATIONS, SHORTCUTS, STAGE_KINDS, STEM_STRIDES,
+                                      check_spec, is_int)
+
+__all__ = ["ATTENTIONS", "BLOCKS", "FACTS", "FAMILIES", "FAMILY_STEMS", "FIRST_DILATIONS",
+           "Facts", "ModelSpec", "OVERRIDABLE", "SHORTCUTS", "SPECS", "STAGE_KINDS",
+           "STEM_STRIDES", "check_spec", "get_facts", "get_spec", "is_int", "list_models",
+           "resolve_spec"]
 
 # Fields that build_model(name, **overrides) and the tuner may change.
 OVERRIDABLE = ("depths", "widths", "block", "base_width", "groups", "expansion",
@@ -50,13 +45,8 @@ class ModelSpec:
         strides: nominal per-stage stride (before the output-stride rule).
         dilations: fixed per-stage dilation (DRN levels); default all 1.
         kinds: per-stage kind, one of STAGE_KINDS; default all "residual".
-        stem: "imagenet" (7x7/2 conv + 3x3/2 max-pool), "imagenet_v2" (the
-            same without BN/ReLU, for pre-activation nets), "deep" (three
-            3x3 convs of ``stem_width / 2``, ``stem_width / 2`` and
-            ``stem_width`` channels, the first with stride 2, then the 3x3/2
-            max-pool: ResNet-C/D, timm's ``stem_type='deep'``), "cifar" (3x3/1
-            conv, no pooling) or "drn" (7x7/1 conv). FAMILY_STEMS lists the
-            stems of each family.
+        stem: one of STEM_STRIDES (see :mod:`resnet_keras.spec_fields`);
+            FAMILY_STEMS lists the stems of each family.
         stem_width: channels out of the stem.
         base_width: bottleneck width per group at width 64; the bottleneck's
             inner width is ``int(width * base_width / 64) * groups``
@@ -70,17 +60,10 @@ class ModelSpec:
             (v1, keras.applications) instead of the 3x3 (v1.5).
         conv_bias: convs followed by BN have a bias (keras.applications v1).
         bn_epsilon, bn_momentum: BatchNormalization settings.
-        shortcut: "projection" (1x1 conv + BN), "pad" (parameter-free
-            subsample and zero-pad channels, He et al.'s CIFAR option A) or
-            "avgpool" (ResNet-D, timm's ``avg_down``: a 2x2 average pool with
-            the block's stride, then 1x1 conv + BN; in a dilated stage a 2x2
-            stride-1 pool).
-        attention: None, "se" (squeeze-and-excitation: global average pool,
-            1x1 conv with bias to ``channels / se_reduction`` rounded to a
-            multiple of 8 (at least 8), ReLU, 1x1 conv with bias, sigmoid gate)
-            or "eca" (efficient channel attention: a 1D conv across the
-            pooled channels, sigmoid gate), on the residual branch after its
-            last BN (timm's SEModule / EcaModule placement).
+        shortcut: "projection", "pad" (He et al.'s CIFAR option A) or
+            "avgpool" (ResNet-D); see :mod:`resnet_keras.spec_fields`.
+        attention: None, "se" (squeeze-and-excitation) or "eca" (efficient
+            channel attention) on each residual branch.
         se_reduction: the SE bottleneck's reduction (timm's ``rd_ratio =
             1 / se_reduction``).
         eca_kernel_size: ECA's 1D kernel size; None picks it from the channels
@@ -184,114 +167,9 @@ class ModelSpec:
             previous = current
         return plan
 
-    # Validation ---------------------------------------------------------
     def validate(self, name="model"):
-        """Raise ValueError (one line naming the bad value) if inconsistent."""
-        _choice("family", self.family, FAMILIES, name)
-        _choice("block", self.block, BLOCKS, name)
-        _choice("stem", self.stem, FAMILY_STEMS[self.family], name)
-        _choice("shortcut", self.shortcut, SHORTCUTS, name)
-        _choice("attention", self.attention, ATTENTIONS, name)
-        _choice("first_dilation", self.first_dilation, FIRST_DILATIONS, name)
-        for kind in self.kinds:
-            _choice("stage kind", kind, STAGE_KINDS, name)
-        n = len(self.depths)
-        for field in ("widths", "strides", "dilations", "kinds"):
-            if len(getattr(self, field)) != n:
-                raise ValueError(
-                    f"{field}={getattr(self, field)!r} has {len(getattr(self, field))} "
-                    f"entries but {name} has {n} stages (depths={self.depths!r})")
-        for field in ("depths", "widths", "strides", "dilations"):
-            for value in getattr(self, field):
-                if not is_int(value) or value < 1:
-                    raise ValueError(
-                        f"{field}={getattr(self, field)!r} for {name}: "
-                        f"every entry must be a positive integer")
-        for field in ("base_width", "groups", "expansion", "stem_width"):
-            value = getattr(self, field)
-            if not is_int(value) or value < 1:
-                raise ValueError(f"{field}={value!r} for {name}: must be a positive integer")
-        if self.block == "basic" and (self.groups != 1 or self.base_width != 64):
-            raise ValueError(
-                f"groups={self.groups}, base_width={self.base_width} for {name}: "
-                "basic blocks support only groups=1 and base_width=64; "
-                "use block='bottleneck' for ResNeXt or wide bottlenecks")
-        if self.block == "bottleneck":
-            for width in self.widths:
-                inner = self.bottleneck_width(width)
-                if inner < self.groups:
-                    raise ValueError(
-                        f"base_width={self.base_width} with groups={self.groups} for "
-                        f"{name} gives a bottleneck width of {inner} at stage width "
-                        f"{width}: it must be at least the number of groups")
-        if self.preact and self.shortcut != "projection":
-            raise ValueError(f"shortcut={self.shortcut!r} for {name}: pre-activation "
-                             "networks use 'projection'")
-        self._validate_regularisers(name)
-        if self.output_stride is not None and self.output_stride not in self.output_strides:
-            raise ValueError(
-                f"output_stride={self.output_stride!r} is not valid for {name}; "
-                f"choices: {', '.join(str(s) for s in self.output_strides)}")
-        return self
-
-
-    def _validate_regularisers(self, name):
-        if not is_int(self.se_reduction) or self.se_reduction < 1:
-            raise ValueError(f"se_reduction={self.se_reduction!r} for {name}: must be a "
-                             "positive integer (16 in SE-ResNets)")
-        k = self.eca_kernel_size
-        if k is not None and (not is_int(k) or k < 1 or k % 2 == 0):
-            raise ValueError(f"eca_kernel_size={k!r} for {name}: must be None (adaptive) "
-                             "or an odd positive integer")
-        rate = self.drop_path_rate
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
-            raise ValueError(f"drop_path_rate={rate!r} for {name}: must be a number in "
-                             "[0, 1)")
-        if not isinstance(self.zero_init_last, bool):
-            raise ValueError(f"zero_init_last={self.zero_init_last!r} for {name}: "
-                             "expected True or False")
-        if self.preact and (self.attention or self.zero_init_last):
-            field = (f"attention={self.attention!r}" if self.attention
-                     else "zero_init_last=True")
-            raise ValueError(f"{field} is not available for {name}: its pre-activation "
-                             "blocks end in a conv, not a BatchNorm")
-
-
-def se_channels(channels, reduction=16, divisor=8):
-    """Squeeze-and-excitation width: ``channels / reduction`` rounded to the
-    nearest multiple of ``divisor``, at least ``divisor`` (timm's rule)."""
-    return max(divisor, int(channels / reduction + divisor / 2) // divisor * divisor)
-
-
-def eca_kernel_size(channels, gamma=2, beta=1):
-    """ECA-Net's adaptive kernel size for ``channels``: odd, at least 3."""
-    t = int(abs(math.log2(channels) + beta) / gamma)
-    return max(t if t % 2 else t + 1, 3)
-
-
-def drop_path_rates(spec):
-    """Per residual stage, the drop-path rate of each of its blocks.
-
-    Rates grow linearly from 0 at the first block to ``drop_path_rate`` at
-    the last, counted over the whole network; plain conv stages get ``()``.
-    """
-    counts = [0 if kind == "conv" else depth for depth, kind in zip(spec.depths, spec.kinds)]
-    total, index, out = sum(counts), 0, []
-    for count in counts:
-        out.append(tuple(spec.drop_path_rate * (index + b) / max(total - 1, 1)
-                         for b in range(count)))
-        index += count
-    return out
-
-
-def is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _choice(field, value, choices, name):
-    if value not in choices:
-        raise ValueError(f"{field}={value!r} is not valid for {name}; "
-                         f"choices: {', '.join(map(str, choices))}")
+        """Raise ValueError (one line naming the bad value) if inconsistent; else self."""
+        return check_spec(self, name)
 
 
 # ---------------------------------------------------------------------------
@@ -416,9 +294,81 @@ SPECS = {
 }
 
 
+
+@dataclass(frozen=True)
+class Facts:
+    """The pinned numbers of a registered network, as built by ``build_model(name)``.
+
+    Counted at 1000 classes and 224x224 images; the CIFAR ResNets (family
+    "cifar") at 10 classes and 32x32.
+
+    Attributes:
+        params: Keras ``count_params()``, BatchNorm moving statistics included.
+        trainable_params: trainable parameters; for the torchvision, timm and
+            fyu/drn rows the PyTorch reference's parameter count.
+        macs: multiply-adds of one image (:func:`resnet_keras.count_macs`).
+    """
+
+    params: int
+    trainable_params: int
+    macs: int
+
+
+# Beside SPECS, row for row; tests and the README's zoo table read them here.
+FACTS = {
+    "resnet18":         Facts(11_699_112, 11_689_512, 1_814_073_344),
+    "resnet34":         Facts(21_814_696, 21_797_672, 3_663_761_408),
+    "resnet50":         Facts(25_610_152, 25_557_032, 4_089_184_256),
+    "resnet101":        Facts(44_654_504, 44_549_160, 7_801_405_440),
+    "resnet152":        Facts(60_344_232, 60_192_808, 11_513_626_624),
+    "resnet50_v1":      Facts(25_636_712, 25_583_592, 3_857_973_248),
+    "resnet101_v1":     Facts(44_707_176, 44_601_832, 7_570_194_432),
+    "resnet152_v1":     Facts(60_419_944, 60_268_520, 11_282_415_616),
+    "resnet50v2":       Facts(25_613_800, 25_568_360, 3_482_255_360),
+    "resnet101v2":      Facts(44_675_560, 44_577_896, 7_194_476_544),
+    "resnet152v2":      Facts(60_380_648, 60_236_904, 10_906_697_728),
+    "resnext50_32x4d":  Facts(25_097_128, 25_028_904, 4_230_479_872),
+    "resnext101_32x8d": Facts(88_994_216, 88_791_336, 16_414_015_488),
+    "wide_resnet50_2":  Facts(68_951_464, 68_883_240, 11_398_021_120),
+    "wide_resnet101_2": Facts(127_024_552, 126_886_696, 22_753_050_624),
+    "resnet20":         Facts(271_098, 269_722, 40_551_040),
+    "resnet32":         Facts(466_426, 464_154, 68_862_592),
+    "resnet44":         Facts(661_754, 658_586, 97_174_144),
+    "resnet56":         Facts(857_082, 853_018, 125_485_696),
+    "resnet110":        Facts(1_736_058, 1_727_962, 252_887_680),
+    "resnet18d":        Facts(11_718_472, 11_708_744, 2_053_713_920),
+    "resnet26d":        Facts(16_045_384, 16_014_408, 2_581_897_216),
+    "resnet34d":        Facts(21_834_056, 21_816_904, 3_903_401_984),
+    "resnet50d":        Facts(25_629_512, 25_576_264, 4_328_824_832),
+    "resnet101d":       Facts(44_673_864, 44_568_392, 8_041_046_016),
+    "resnet152d":       Facts(60_363_592, 60_212_040, 11_753_267_200),
+    "seresnet18":       Facts(11_789_224, 11_779_624, 1_814_161_408),
+    "seresnet34":       Facts(21_977_440, 21_960_416, 3_663_920_128),
+    "seresnet50":       Facts(28_141_144, 28_088_024, 4_091_699_200),
+    "seresnet101":      Facts(49_432_216, 49_326_872, 7_806_148_608),
+    "seresnet152":      Facts(66_973_272, 66_821_848, 11_520_204_800),
+    "ecaresnet50d":     Facts(25_629_598, 25_576_350, 4_328_912_640),
+    "ecaresnet101d":    Facts(44_674_035, 44_568_563, 8_041_220_864),
+    "drn_a_50":         Facts(25_610_152, 25_557_032, 19_079_364_608),
+    "drn_c_26":         Facts(21_140_568, 21_126_584, 16_971_239_424),
+    "drn_c_42":         Facts(31_256_152, 31_234_744, 25_063_624_704),
+    "drn_c_58":         Facts(40_599_384, 40_542_008, 32_423_841_792),
+    "drn_d_22":         Facts(16_405_528, 16_393_752, 13_034_229_760),
+    "drn_d_38":         Facts(26_521_112, 26_501_912, 21_126_615_040),
+    "drn_d_54":         Facts(35_864_344, 35_809_176, 28_486_832_128),
+    "drn_d_105":        Facts(54_908_696, 54_801_304, 43_335_716_864),
+}
+
+
 def list_models():
     """Sorted names of every registered model."""
     return sorted(SPECS)
+
+
+def get_facts(name):
+    """The pinned :class:`Facts` of ``name``; ValueError naming the choices if unknown."""
+    get_spec(name)  # ValueError for an unknown name
+    return FACTS[name]
 
 
 def get_spec(name):

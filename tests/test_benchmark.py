@@ -4,17 +4,18 @@ import json
 import pytest
 
 import resnet_keras
-from resnet_keras import benchmark, cli
+from resnet_keras import cli
+from resnet_keras.experiments import benchmark, measure
 
 
 def test_matmul_peak_is_a_plausible_rate():
-    flops = benchmark.matmul_peak("float32", size=256, repeats=3)
+    flops = measure.matmul_peak("float32", size=256, repeats=3)
     assert 1e8 < flops < 1e14
 
 
 def test_median_seconds_counts_calls():
     calls = []
-    benchmark.median_seconds(lambda: calls.append(1), warmup=2, repeats=3, calls=4)
+    measure.median_seconds(lambda: calls.append(1), warmup=2, repeats=3, calls=4)
     assert len(calls) == 2 + 3 * 4
 
 

@@ -1,6 +1,8 @@
 """The command line as a user runs it: the ``resnet-keras`` console script,
 its exit statuses and its one-line errors."""
+import argparse
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -12,6 +14,8 @@ import resnet_keras
 from conftest import REPO
 from resnet_keras import _startup, cli
 from resnet_keras.errors import first_line
+from resnet_keras.training import commands
+from resnet_keras.training.config import TrainConfig, option_fields
 
 # pip install -e puts the console script beside the interpreter.
 SCRIPT = os.path.join(os.path.dirname(sys.executable), "resnet-keras")
@@ -242,3 +246,74 @@ def test_ci_without_the_shared_folder_fails_the_run(tmp_path):
     result = subprocess.run(base, capture_output=True, text=True, timeout=300, cwd=suite,
                             env=env)
     assert result.returncode == 0 and "1 passed" in result.stdout, result.stdout
+
+
+# --------------------------------------------------------------------------
+# The train flags are the TrainConfig fields
+
+# Every flag resnet-keras train has had: none may disappear.
+TRAIN_FLAGS = (
+    "--model", "--dataset", "--data-dir", "--epochs", "--batch-size", "--model-dir",
+    "--export-dir", "--mixed-precision", "--no-mixed-precision", "--jit-compile",
+    "--optimizer", "--learning-rate", "--weight-decay", "--schedule", "--warmup-epochs",
+    "--label-smoothing", "--nesterov", "--ema-decay", "--eval-flip", "--holdout", "--seed",
+    "--cache", "--output-stride", "--image-size", "--strategy", "--num-cpu-replicas",
+    "--train-subset", "--steps-per-epoch", "--max-steps", "--checkpoint-every")
+REQUIRED = ["--model", "resnet20", "--dataset", "cifar10", "--epochs", "1", "--batch-size",
+            "8", "--model-dir", "runs/r20"]
+
+
+def _subparser(name):
+    actions = cli.build_parser()._subparsers._group_actions
+    return next(a for a in actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+
+
+def _flags(parser):
+    return {flag for action in parser._actions for flag in action.option_strings} - {
+        "-h", "--help"}
+
+
+def test_every_train_flag_is_a_config_field_and_back():
+    declared = set()
+    for section, field in option_fields():
+        flag = field.metadata["flag"]
+        assert field.metadata["help"], f"{section}.{field.name} has no help text"
+        if flag is None:  # set from Python or by the trainer, and said so in its help
+            assert "Python only" in field.metadata["help"], f"{section}.{field.name}: no flag"
+            continue
+        declared.add(flag)
+        if field.metadata["kind"] == "optional_bool":
+            declared.add("--no-" + flag[2:])
+    flags = _flags(_subparser("train"))
+    assert flags == declared
+    assert set(TRAIN_FLAGS) <= flags
+
+
+def test_train_flag_defaults_are_the_config_defaults():
+    parser = _subparser("train")
+    parsed = commands.config_from_args(parser.parse_args(REQUIRED))
+    assert parsed == TrainConfig.from_keywords("resnet20", "cifar10", epochs=1, batch_size=8,
+                                               model_dir="runs/r20")
+
+
+def test_label_smoothing_flows_from_the_flag_to_the_loss():
+    import keras
+    import tensorflow as tf
+
+    from resnet_keras.training.steps import ReplicaSteps
+
+    args = _subparser("train").parse_args(REQUIRED + ["--label-smoothing", "0.2"])
+    config = commands.config_from_args(args)
+    assert config.recipe.label_smoothing == 0.2
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3, activation="softmax")])
+    steps = ReplicaSteps(tf.distribute.get_strategy(), model, None, config.recipe, 8, 3)
+    assert steps.loss_fn.label_smoothing == pytest.approx(0.2)
+
+
+def test_readme_command_line_section_names_every_train_flag():
+    with open(os.path.join(REPO, "README.md")) as f:
+        readme = f.read()
+    section = readme.split("\n## Command line\n", 1)[1].split("\n## ", 1)[0]
+    missing = [flag for flag in sorted(_flags(_subparser("train")))
+               if not re.search(re.escape(flag) + r"(?![\w-])", section)]
+    assert not missing, f"README's Command line section lacks {missing}"

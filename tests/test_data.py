@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from conftest import CIFAR_CLASSES
 from resnet_keras import data, preprocessing
+from resnet_keras.data import tfds_source
 
 BATCH = 8
 
@@ -333,7 +334,7 @@ def test_tfds_names_with_mock_data(tmp_path):
 
 
 def test_tfds_not_prepared_offline(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "_online", lambda: False)
+    monkeypatch.setattr(tfds_source, "_online", lambda: False)
     with pytest.raises(ValueError, match="not prepared .* pass --data-dir"):
         data.load_dataset("cifar10", data_dir=str(tmp_path))
 

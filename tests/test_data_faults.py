@@ -19,6 +19,7 @@ from PIL import Image
 
 from conftest import CIFAR_CLASSES, CIFAR_TARBALL, REPO, extract_cifar_subset
 from resnet_keras import cli, data
+from resnet_keras.data import datasets
 
 # Lines libjpeg prints for the files these tests damage.
 LIBJPEG_LINES = ("Improper call to JPEG library", "Corrupt JPEG data")
@@ -109,14 +110,17 @@ def test_no_decodable_training_image_exits_2_at_once_and_a_fixed_rerun_trains(
 
 
 @pytest.mark.slow  # a fresh process, so that a hang stays bounded
-def test_a_stream_without_images_stops_with_an_error(small_cifar, tmp_path):
+def test_a_stream_without_images_stops_with_an_error(small_cifar, tmp_path, monkeypatch):
     """Past what loading probes (a huge split), the training stream itself stops at
     its first empty pass: one error after exactly one pass (40 decoder lines), not an
     endless spin."""
     root = _copy(small_cifar, tmp_path / "data")
     for path in glob.glob(str(root / "train" / "*" / "*.jpg")):
         _truncate(path)
-    probe_less = "from resnet_keras import data\ndata.PROBE_LIMIT = 4\n" + CLI
+    # With the probe limited to 4 images, loading passes: the error below is the stream's.
+    monkeypatch.setattr(datasets, "PROBE_LIMIT", 4)
+    assert data.load_dataset(f"folder:{root}").num_train == 40
+    probe_less = "from resnet_keras.data import datasets\ndatasets.PROBE_LIMIT = 4\n" + CLI
     done = _run(probe_less, _train_argv(root, tmp_path / "run"), timeout=120)
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2, done.stderr[-2000:]
@@ -238,7 +242,7 @@ def test_undecodable_images_are_counted_once_across_epochs(small_cifar, tmp_path
 
 
 def test_decoder_lines_are_counted_and_other_stderr_passes(capfd):
-    from resnet_keras import decoder_messages
+    from resnet_keras.data import decoder_messages
 
     good = tf.io.encode_jpeg(tf.fill([8, 8, 3], tf.constant(90, tf.uint8))).numpy()
     truncated = good[:len(good) // 3]

@@ -1,10 +1,13 @@
 """Registry-generated tests: every registered model gets the same harness.
 
-Pinned numbers come from ../shared/reference/ARCHITECTURES.md (built from the
-reference implementations) and, for the timm family, from timm 1.0.31
-(../shared/reference/timm/facts.json): Keras ``count_params()`` including
-BatchNorm moving statistics, the PyTorch parameter count (= our trainable
-count), and multiply-adds at 224x224.
+Every row's numbers (Keras ``count_params()`` including BatchNorm moving
+statistics, trainable parameters, multiply-adds) are pinned beside the row,
+in ``resnet_keras.specs.FACTS``; each model is checked against them, and
+they are checked against the published numbers below, which come from
+../shared/reference/ARCHITECTURES.md (built from the reference
+implementations) and, for the timm family, from timm 1.0.31
+(../shared/reference/timm/facts.json): the PyTorch parameter count (= our
+trainable count) and multiply-adds at 224x224.
 """
 import json
 import math
@@ -15,6 +18,7 @@ import numpy as np
 import pytest
 
 import resnet_keras
+from conftest import REPO
 from resnet_keras import specs
 
 # Keras count_params() at 1000 classes, BN moving statistics included.
@@ -136,8 +140,26 @@ def test_registry_lists_every_contract_name():
 
 
 def test_every_model_is_pinned():
+    assert list(specs.FACTS) == list(specs.SPECS)
     for name in ALL:
         assert name in KERAS_PARAMS or name in TORCH_PARAMS or name in CIFAR_PARAMS, name
+        assert specs.get_facts(name) is specs.FACTS[name]
+    with pytest.raises(ValueError, match="Unknown model 'resnet51'. Available: "):
+        specs.get_facts("resnet51")
+
+
+def test_pinned_facts_are_the_published_numbers():
+    """FACTS (what the models are checked against) agree with the published
+    reference numbers above."""
+    for name, facts in specs.FACTS.items():
+        if name in KERAS_PARAMS:
+            assert facts.params == KERAS_PARAMS[name], name
+        if name in TORCH_PARAMS:
+            assert facts.trainable_params == TORCH_PARAMS[name], name
+        if name in CIFAR_PARAMS:
+            assert facts.trainable_params == CIFAR_PARAMS[name], name
+        if name in MACS_224:
+            assert facts.macs / 1e9 == pytest.approx(MACS_224[name], abs=6e-4), name
 
 
 def test_pinned_counts_are_timms():
@@ -157,6 +179,9 @@ def test_pinned_counts_are_timms():
 
 def test_param_counts(built):
     name, model = built
+    facts = specs.get_facts(name)
+    assert model.count_params() == facts.params
+    assert _trainable(model) == facts.trainable_params
     if name in KERAS_PARAMS:
         assert model.count_params() == KERAS_PARAMS[name]
     if name in TORCH_PARAMS:
@@ -231,10 +256,45 @@ def test_keras_save_and_reload(built, tmp_path):
     os.remove(path)
 
 
-@pytest.mark.parametrize("name", sorted(MACS_224))
-def test_multiply_adds_at_224(name):
-    model = resnet_keras.build_model(name, input_shape=(224, 224, 3), include_top=True)
-    assert resnet_keras.count_macs(model) / 1e9 == pytest.approx(MACS_224[name], abs=6e-4)
+def test_multiply_adds(built):
+    """At 224x224 (CIFAR: 32x32), counted on the model built for any input size."""
+    name, model = built
+    size = 32 if specs.get_spec(name).family == "cifar" else 224
+    macs = resnet_keras.count_macs(model, input_shape=(size, size, 3))
+    assert macs == specs.get_facts(name).macs
+    if name in MACS_224:
+        assert macs / 1e9 == pytest.approx(MACS_224[name], abs=6e-4)
+
+
+def test_count_macs_at_a_fixed_or_given_input_size():
+    fixed = resnet_keras.build_model("resnet20", classes=10, input_shape=(32, 32, 3))
+    assert resnet_keras.count_macs(fixed) == specs.get_facts("resnet20").macs
+    any_size = resnet_keras.build_model("resnet20", classes=10)
+    assert resnet_keras.count_macs(any_size, input_shape=(32, 32, 3)) == \
+        resnet_keras.count_macs(fixed)
+    assert resnet_keras.count_macs(any_size, input_shape=(64, 64, 3)) > \
+        resnet_keras.count_macs(fixed)
+    with pytest.raises(ValueError, match=r"fixed input size.*\(None, None, None, 3\)") as err:
+        resnet_keras.count_macs(any_size)
+    assert "\n" not in str(err.value)
+
+
+def zoo_table():
+    """The README's zoo table, rendered from the registry and its FACTS."""
+    rows = ["| model | params | trainable | GMACs | description |",
+            "|---|---:|---:|---:|---|"]
+    for name, spec in specs.SPECS.items():
+        facts = specs.FACTS[name]
+        rows.append(f"| {name} | {facts.params:,} | {facts.trainable_params:,} | "
+                    f"{facts.macs / 1e9:.3f} | {spec.description} |")
+    return "\n".join(rows) + "\n"
+
+
+def test_readme_zoo_table_is_the_facts():
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    assert zoo_table() in readme, "README's zoo table differs from FACTS; it should read:\n" + \
+        zoo_table()
 
 
 @pytest.mark.parametrize("name", sorted(NO_TOP_PARAMS))

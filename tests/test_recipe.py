@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from resnet_keras import cli, data as data_lib, preprocessing, rundir, train as train_lib
+from resnet_keras.training import recipe as recipe_lib
 
 TINY = {"depths": [1, 1, 1]}
 DECAY = 0.9
@@ -22,14 +23,14 @@ class _Recorder:
 
     def __init__(self, monkeypatch):
         self.model, self.steps = None, []
-        build = train_lib.build_classifier
+        build = recipe_lib.build_classifier
 
         def capture(*args, **kwargs):
             self.model = build(*args, **kwargs)
             self.initial = self.values()
             return self.model
 
-        monkeypatch.setattr(train_lib, "build_classifier", capture)
+        monkeypatch.setattr(recipe_lib, "build_classifier", capture)
 
     def watched(self, model=None):
         model = model or self.model
@@ -216,7 +217,7 @@ def test_a_resumed_run_keeps_the_precision_it_started_with(cifar_subset, tmp_pat
                                                           monkeypatch):
     model_dir = tmp_path / "run"
     _train(cifar_subset, model_dir, mixed_precision=False, steps_per_epoch=2)
-    monkeypatch.setattr(train_lib, "default_mixed_precision", lambda *a, **k: True)
+    monkeypatch.setattr(recipe_lib, "default_mixed_precision", lambda *a, **k: True)
     result = _train(cifar_subset, model_dir, epochs=2, steps_per_epoch=2)
     assert result.initial_step == 2
     assert result.config["recipe"]["mixed_precision"] is False

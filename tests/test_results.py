@@ -5,7 +5,9 @@ import os
 
 import pytest
 
-from resnet_keras import cli, results, train
+from resnet_keras import cli, train
+from resnet_keras.experiments import report as report_lib
+from resnet_keras.experiments import results
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -84,10 +86,10 @@ def test_anchor_verdict_compares_signs():
     spec = results.get_protocol("cifar10-short")
     rows = [{"label": "resnet18", "top1": 0.60, "epochs": 3},
             {"label": "drn_c_26", "top1": 0.65, "epochs": 3}]
-    lines = "\n".join(results.anchor_lines(spec, rows))
+    lines = "\n".join(report_lib.anchor_lines(spec, rows))
     assert "+5.00 points" in lines and "sign agrees" in lines
     rows[1]["top1"] = 0.55
-    assert "sign disagrees" in "\n".join(results.anchor_lines(spec, rows))
+    assert "sign disagrees" in "\n".join(report_lib.anchor_lines(spec, rows))
 
 
 @pytest.mark.parametrize("argv, expected", [
@@ -117,7 +119,7 @@ def test_plots_have_whole_epoch_ticks_and_apart_labels(tmp_path, monkeypatch):
     rows = [{"label": label, "epochs": 2, "flops": flops, "top1": top1, "curve": curve}
             for label, flops, top1 in [("a", 8.1e7, 0.761), ("b", 1.6e8, 0.776),
                                        ("c", 8.1e7, 0.758), ("d", 6.9e8, 0.56)]]
-    results.write_plots(str(tmp_path), rows)
+    report_lib.write_plots(str(tmp_path), rows)
     ticks = figures[0].axes[0].get_xticks()
     assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks)
     # Two models with nearly the same FLOPs and top-1: the second label goes below its point.

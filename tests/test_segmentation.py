@@ -9,8 +9,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 import resnet_keras
-from resnet_keras.segmentation import (DepthwiseConvTranspose2D, bilinear_kernel,
-                                       build_segmentation_model)
+from resnet_keras.layers import DepthwiseConvTranspose2D, bilinear_kernel
+from resnet_keras.segmentation import build_segmentation_model
 from resnet_keras.weights import load_torch_state_dict, torch_key_map
 from reference import reference_state_dict
 

@@ -356,6 +356,7 @@ def test_imagenet_is_refused_where_timm_has_no_weights(name):
 
 def test_imagenet_resnet18d_loads_a_timm_checkpoint(monkeypatch, tmp_path):
     """The fetched file's sha256 prefix is checked, then timm's keys load."""
+    from resnet_keras import weight_files
     from resnet_keras import weights as weights_lib
     from test_models import timm_keys
 
@@ -364,7 +365,7 @@ def test_imagenet_resnet18d_loads_a_timm_checkpoint(monkeypatch, tmp_path):
     checkpoint.write_bytes(b"corrupt download")
     monkeypatch.setattr(keras.utils, "get_file", lambda fname=None, origin=None, **kw: (
         str(checkpoint) if origin == TIMM_RELEASES + TIMM_IMAGENET["resnet18d"] else None))
-    monkeypatch.setattr(weights_lib, "torch_available", lambda: True)
+    monkeypatch.setattr(weight_files, "torch_available", lambda: True)
     with pytest.raises(ValueError, match="expected 48a79e06"):
         weights_lib.fetch_imagenet("resnet18d")
     monkeypatch.setattr(weights_lib, "_sha256", lambda path: "48a79e06" + "0" * 56)

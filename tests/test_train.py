@@ -7,6 +7,7 @@ run the Python API through WORKER_SCRIPT.
 import glob
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +21,10 @@ import tensorflow as tf
 from conftest import REPO
 from resnet_keras import cli, rundir
 from resnet_keras import train as train_lib
+from resnet_keras.training import checkpoints as checkpoints_lib
+from resnet_keras.training import recipe as recipe_lib
+from resnet_keras.training import record as record_lib
+from resnet_keras.training import steps as steps_lib
 
 TINY = {"depths": [1, 1, 1]}
 BATCH = 8
@@ -177,8 +182,9 @@ def test_mirrored_two_cpu_replicas(cifar_subset, tmp_path, monkeypatch):
     """Each replica's batch-norm statistics follow its own images; before every
     evaluation and every checkpoint they are replaced by their mean."""
     events = []
-    sync, totals, save = (train_lib._Loop.sync_replicas, train_lib._Loop.evaluation_totals,
-                          train_lib._Checkpoints.save)
+    sync, totals, save = (steps_lib.ReplicaSteps.sync_replicas,
+                          steps_lib.ReplicaSteps.evaluation_totals,
+                          checkpoints_lib.Checkpoints.save)
 
     def recording_sync(loop):
         before = _replica_copies(loop.model)
@@ -193,9 +199,9 @@ def test_mirrored_two_cpu_replicas(cifar_subset, tmp_path, monkeypatch):
         events.append(("checkpoint", _replica_copies(checkpoints.checkpoint.model)))
         return save(checkpoints, step, best)
 
-    monkeypatch.setattr(train_lib._Loop, "sync_replicas", recording_sync)
-    monkeypatch.setattr(train_lib._Loop, "evaluation_totals", recording_totals)
-    monkeypatch.setattr(train_lib._Checkpoints, "save", recording_save)
+    monkeypatch.setattr(steps_lib.ReplicaSteps, "sync_replicas", recording_sync)
+    monkeypatch.setattr(steps_lib.ReplicaSteps, "evaluation_totals", recording_totals)
+    monkeypatch.setattr(checkpoints_lib.Checkpoints, "save", recording_save)
     result = _train(cifar_subset, tmp_path, strategy="mirrored", num_cpu_replicas=2,
                     checkpoint_every=1)
     assert result.steps == 3 and np.isfinite(result.history[0]["loss"])
@@ -251,7 +257,7 @@ def test_weight_decay_skips_biases_and_batch_norm():
     recipe = train_lib.default_recipe(batch_size=8, num_train=100, steps_per_epoch=3,
                                       total_steps=3)
     assert recipe.weight_decay == 5e-4
-    loop = train_lib._Loop(tf.distribute.get_strategy(), model, None, recipe, 8, 10)
+    loop = steps_lib.ReplicaSteps(tf.distribute.get_strategy(), model, None, recipe, 8, 10)
     kernels = [v for v in model.trainable_variables if len(v.shape) > 1]
     assert loop.decayed == kernels and len(kernels) < len(model.trainable_variables)
 
@@ -325,7 +331,7 @@ def test_training_takes_the_devices_precision(cifar_subset, tmp_path, monkeypatc
                                               policy):
     if tf.config.list_physical_devices("GPU"):
         pytest.skip("the CPU default applies without a GPU")
-    monkeypatch.setattr(train_lib, "CPUINFO", _cpuinfo(tmp_path, cpu))
+    monkeypatch.setattr(recipe_lib, "CPUINFO", _cpuinfo(tmp_path, cpu))
     result = _train(cifar_subset, tmp_path / "run", max_steps=1)
     assert result.config["recipe"]["mixed_precision"] is (policy != "float32")
     assert result.model.get_layer("conv1_conv").dtype_policy.name == policy
@@ -505,3 +511,128 @@ def test_model_dir_of_another_model_is_refused(one_device_run, cifar_subset, cap
     after = {name: os.path.getmtime(os.path.join(model_dir, name))
              for name in os.listdir(model_dir)}
     assert after == before
+
+
+# --------------------------------------------------------------------------
+# The config and run_config.json
+
+CONFIG_BASE = dict(epochs=1, batch_size=8, model_dir="unused")
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(max_steps=2.5), "max steps must be a positive integer, got 2.5"),
+    (dict(epochs=0), "epochs must be a positive integer, got 0"),
+    (dict(label_smoothing=float("nan")),
+     "label smoothing (--label-smoothing) must be a finite number in [0, 1), got nan"),
+    (dict(optimizer="adam"), "unknown optimizer 'adam'; choices: sgd, adamw"),
+    (dict(strategy="tpu"),
+     "unknown strategy 'tpu'; choices: auto, mirrored, multi-worker, one-device"),
+    (dict(seed="1"), "seed must be an integer, got '1'"),
+    (dict(output_stride=8, model_kwargs={"output_stride": 16}),
+     "output stride 8 (--output-stride) conflicts with model_kwargs output_stride 16; "
+     "give it once"),
+])
+def test_config_checks_its_values_when_built(options, message):
+    with pytest.raises(ValueError) as err:
+        train_lib.TrainConfig.from_keywords("resnet20", "cifar10", **{**CONFIG_BASE, **options})
+    assert str(err.value) == message
+
+
+def test_config_keywords_and_the_one_route_of_output_stride():
+    config = train_lib.TrainConfig.from_keywords(
+        "resnet20", "cifar10", **CONFIG_BASE, model_kwargs={"output_stride": 2, "depths": [1]})
+    assert config.model.output_stride == 2 and config.model.model_kwargs == {"depths": [1]}
+    same = train_lib.TrainConfig.from_keywords(
+        "resnet20", "cifar10", **CONFIG_BASE, output_stride=2,
+        model_kwargs={"output_stride": 2, "depths": [1]})
+    assert same == config
+    assert config.replace(recipe={"nesterov": True}).recipe.nesterov is True
+    assert config.recipe.nesterov is False  # frozen: replace made a copy
+    with pytest.raises(TypeError, match="unexpected keyword argument 'learning_rat'"):
+        train_lib.TrainConfig.from_keywords("resnet20", "cifar10", **CONFIG_BASE,
+                                            learning_rat=0.1)
+
+
+def test_run_record_round_trips_through_json():
+    config = train_lib.TrainConfig.from_keywords(
+        "resnet20", "folder:/data", epochs=2, batch_size=8, model_dir="/runs/r20",
+        image_size=32, steps_per_epoch=3, seed=0, output_stride=2, holdout=10,
+        model_kwargs={"depths": [1, 1, 1]}, learning_rate=0.1, weight_decay=0.0,
+        warmup_epochs=1.0, mixed_precision=False)
+    facts = record_lib.RunFacts(class_names=("cat", "dog"), num_classes=2, total_steps=6,
+                                train_examples=90, eval_split="train[90:]", num_replicas=1)
+    record = record_lib.RunRecord(config, facts)
+    raw = json.loads(json.dumps(record.to_json()))
+    assert raw["version"] == 2 and raw["model"] == "resnet20"
+    assert raw["model_kwargs"] == {"classes": 2, "input_shape": [32, 32, 3],
+                                   "output_stride": 2, "depths": [1, 1, 1]}
+    assert record_lib.RunRecord.from_json(raw) == record
+
+
+# run_config.json as the trainer wrote it before the version field (as the
+# runs under results/ hold it): no holdout, no version, a recipe without
+# nesterov, ema_decay and eval_flip.
+OLD_RUN_CONFIG = """{
+  "batch_size": 8,
+  "cache": false,
+  "class_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
+                  "horse", "ship", "truck"],
+  "data_dir": null,
+  "dataset": "DATASET",
+  "epochs": 2,
+  "eval_split": "test",
+  "image_size": 32,
+  "model": "resnet20",
+  "model_dir": "MODEL_DIR",
+  "model_kwargs": {"classes": 10, "depths": [1, 1, 1], "input_shape": [32, 32, 3]},
+  "num_classes": 10,
+  "num_replicas": 1,
+  "recipe": {
+    "jit_compile": false,
+    "label_smoothing": 0.0,
+    "learning_rate": 0.003125,
+    "mixed_precision": PRECISION,
+    "optimizer": "sgd",
+    "schedule": "cosine",
+    "warmup_steps": 0,
+    "weight_decay": 0.0005
+  },
+  "result": {"best_top1": 0.1, "export_path": null, "steps": 6, "top1": 0.1, "top5": 0.5},
+  "seed": 0,
+  "steps_per_epoch": 3,
+  "strategy": "one-device",
+  "total_steps": 6,
+  "train_examples": 100
+}"""
+
+
+def test_a_model_dir_of_the_old_format_evaluates_exports_and_resumes(
+        one_device_run, cifar_subset, tmp_path, capsys):
+    result, finished = one_device_run
+    old = tmp_path / "old"
+    shutil.copytree(finished, old)
+    precision = result.config["recipe"]["mixed_precision"]
+    text = (OLD_RUN_CONFIG.replace("DATASET", result.config["dataset"])
+            .replace("MODEL_DIR", str(old)).replace("PRECISION", json.dumps(precision)))
+    (old / rundir.CONFIG_FILE).write_text(text)
+
+    record = record_lib.read_record(str(old))
+    recipe = record.config.recipe
+    assert record.version == 2 and record.config.data.holdout is None
+    assert (recipe.nesterov, recipe.ema_decay, recipe.eval_flip) == (False, 0.0, False)
+    assert record.config.model.model_kwargs == {"depths": [1, 1, 1]}
+    assert record.build_kwargs == json.loads(text)["model_kwargs"]
+
+    best = max(h["val_accuracy"] for h in result.history)
+    metrics = train_lib.evaluate(str(old), f"folder:{cifar_subset}")
+    assert metrics["flip"] is False and metrics["top1"] == pytest.approx(best, abs=1e-6)
+    status, out, err = _cli(capsys, "export", "--model-dir", str(old), "--export-dir",
+                            str(tmp_path / "export"))
+    assert status == 0 and "exported resnet20 to" in out, err
+
+    resumed = _train(cifar_subset, old, epochs=3, checkpoint_every=2)
+    assert (resumed.initial_step, resumed.steps) == (6, 9)
+    assert resumed.config["recipe"]["mixed_precision"] is precision
+    written = rundir.read_run_config(str(old))
+    assert written["version"] == 2 and written["recipe"]["nesterov"] is False
+    assert written["result"]["steps"] == 9

@@ -27,6 +27,7 @@ import tensorflow as tf
 from conftest import REPO
 from resnet_keras import cli, rundir
 from resnet_keras import train as train_lib
+from resnet_keras.training import steps as steps_lib
 
 # The CLI's model (no depth override), so the CLI can resume these runs.
 RUN = dict(epochs=2, batch_size=8, steps_per_epoch=3, checkpoint_every=2, seed=0,
@@ -523,7 +524,8 @@ def test_an_evaluation_that_sees_no_image_is_refused(dataset, tmp_path, monkeypa
     """Even past the data's own checks (images that stop decoding mid-run): no
     accuracy from 0 images, no best.keras picked on it; the epoch is kept."""
     model_dir = tmp_path / "run"
-    monkeypatch.setattr(train_lib._Loop, "evaluation_totals", lambda self, dist: np.zeros(4))
+    monkeypatch.setattr(steps_lib.ReplicaSteps, "evaluation_totals",
+                        lambda self, dist: steps_lib.Sums())
     with pytest.raises(ValueError, match=r"^no image of the 'test' split of folder:.* could "
                                          r"be decoded \(\d+ undecodable skipped\)"):
         train_lib.train("resnet20", dataset, model_dir=str(model_dir), verbose=0,

@@ -5,10 +5,12 @@ import glob
 import importlib.util
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 
+import keras
 import keras_tuner as kt
 import pytest
 import tensorflow as tf
@@ -72,6 +74,45 @@ def test_default_space_is_resnet20():
     reference = models.build_model("resnet20", classes=10, input_shape=(32, 32, 3))
     assert built.count_params() == reference.count_params()
     assert hypermodel.cost(hp) == (reference.count_params(), models.count_macs(reference))
+
+
+def test_build_is_uncompiled_and_fit_compiles_the_candidates_recipe():
+    """keras-tuner's own tuners call build() then fit(): fit compiles the recipe."""
+    hp = kt.HyperParameters()
+    for stage in (1, 2, 3):
+        hp.Fixed(f"depth_{stage}", 1)
+    hp.Fixed("learning_rate", 0.05)
+    hypermodel = small_hypermodel()
+    assert not getattr(hypermodel.build(hp), "compiled", False)
+
+    class Model:  # records what fit() does with a built model
+        def compile(self, **kwargs):
+            self.compiled = kwargs
+
+        def fit(self, *args, **kwargs):
+            return "history", args, kwargs
+
+    model = Model()
+    assert hypermodel.fit(hp, model, "data", epochs=1) == ("history", ("data",), {"epochs": 1})
+    optimizer = model.compiled["optimizer"]
+    assert isinstance(optimizer, keras.optimizers.SGD) and optimizer.momentum == 0.9
+    assert float(optimizer.learning_rate) == pytest.approx(0.05)
+    assert optimizer.weight_decay == pytest.approx(tuning.DEFAULT_WEIGHT_DECAY[2])
+    assert model.compiled["loss"] == "sparse_categorical_crossentropy"
+    assert model.compiled["metrics"] == ["accuracy"]
+
+
+def test_keras_tuner_outside_the_tested_range_is_one_clear_error():
+    from resnet_keras.tuning import _keras_tuner_compat as compat
+
+    compat.check_version(kt.__version__)  # the installed one is in the range
+    for version in ("1.3.5", "1.4.6", "1.5.0rc1", "2.0.0", "unknown"):
+        with pytest.raises(ImportError, match=r"needs keras-tuner>=1\.4\.7,<1\.5 .*installed: "
+                           + re.escape(version)) as info:
+            compat.check_version(version)
+        assert "\n" not in str(info.value)
+    with open(os.path.join(REPO, "setup.cfg")) as f:
+        assert f"keras-tuner{compat.TESTED_SPEC}\n" in f.read()  # the same range as the pin
 
 
 def test_space_ranges_and_conditions():

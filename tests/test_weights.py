@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 import resnet_keras
+from resnet_keras import weight_files
 from resnet_keras import weights as weights_lib
 from resnet_keras.weights import load_torch_state_dict, torch_key_map
 from conftest import require_torch
@@ -348,7 +349,7 @@ def test_pth_that_would_run_code_is_refused(writer, tmp_path, resnet18_sd):
 def test_pth_without_torch_says_how(tmp_path, monkeypatch):
     path = tmp_path / "model.pth"
     path.write_bytes(b"not read")
-    monkeypatch.setattr(weights_lib, "torch_available", lambda: False)
+    monkeypatch.setattr(weight_files, "torch_available", lambda: False)
     with pytest.raises(ValueError, match=r"pip install torch.*\.npz"):
         resnet_keras.resnet18(weights=str(path))
     with pytest.raises(ValueError, match="pip install torch"):
@@ -383,7 +384,7 @@ def test_torch_imagenet_sources(monkeypatch, tmp_path, resnet18_sd):
                       "https://download.pytorch.org/models/resnet18-f37072fd.pth", "models")]
     # A file with the right hash prefix is read and mapped.
     monkeypatch.setattr(weights_lib, "_sha256", lambda path: "f37072fd" + "0" * 56)
-    monkeypatch.setattr(weights_lib, "torch_available", lambda: True)
+    monkeypatch.setattr(weight_files, "torch_available", lambda: True)
     monkeypatch.setattr(weights_lib, "read_state_dict", lambda path: resnet18_sd)
     model = resnet_keras.resnet18(weights="imagenet")
     assert_loaded_exactly(model, resnet18_sd)

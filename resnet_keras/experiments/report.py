@@ -1,0 +1,140 @@
+"""The report of an accuracy protocol: results.md, .csv, .json and two plots.
+
+``results.md`` holds the table, each published anchor beside what the run
+measured for the same pair of models, the command that made it and the
+protocol's prose; the plots need matplotlib (the ``results`` extra).
+"""
+import csv
+import json
+import os
+
+from resnet_keras.experiments.measure import machine_line
+
+
+def write_json(path, value):
+    """Write VALUE to PATH as JSON, atomically (a temporary file, then a rename)."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(value, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+COLUMNS = ("label", "model", "params", "flops", "epochs", "wall_time", "top1", "top5")
+
+
+def _pct(value):
+    return "n/a" if value is None else f"{100 * value:.2f}"
+
+
+def table_markdown(rows):
+    lines = ["| model | builder | precision | params | MFLOPs/image | epochs | wall time | "
+             "train img/s | top-1 % | top-5 % |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        builder = r["model"] + "".join(f", {k}={v}" for k, v in r["overrides"].items())
+        lines.append(f"| {r['label']} | `{builder}` | {r['precision']} | {r['params']:,} | "
+                     f"{r['flops'] / 1e6:,.1f} | {r['epochs']} | "
+                     f"{r['wall_time'] / 60:.1f} min | {r['images_per_second']:,.0f} | "
+                     f"{_pct(r['top1'])} | {_pct(r['top5'])} |")
+    return "\n".join(lines)
+
+
+def anchor_lines(spec, rows):
+    """Each anchor, with what this run measured for the same pair."""
+    by_label = {r["label"]: r for r in rows}
+    lines = []
+    for anchor in spec.anchors:
+        base, other = (by_label.get(label) for label in anchor.labels)
+        lines.append(f"- {anchor.text}")
+        if base is None or other is None:
+            lines.append("  - Measured here: not run.")
+            continue
+        gain = 100 * (other["top1"] - base["top1"])
+        verdict = ""
+        if anchor.published_gain is not None:  # a published gap exists
+            agrees = (gain > 0) == (anchor.published_gain > 0)
+            verdict = (" The sign agrees with the published gap." if agrees else
+                       " The sign disagrees with the published gap.")
+        lines.append(f"  - Measured here: {anchor.labels[1]} {_pct(other['top1'])} % vs "
+                     f"{anchor.labels[0]} {_pct(base['top1'])} % top-1 "
+                     f"({gain:+.2f} points) after {other['epochs']} and {base['epochs']} "
+                     f"epoch(s).{verdict}")
+    return lines
+
+
+def write_report(out_dir, spec, rows, dataset, command):
+    """results.{md,csv,json} and the two PNG plots for the finished rows."""
+    write_json(os.path.join(out_dir, "results.json"),
+               {"protocol": spec.name, "dataset": dataset, "command": command, "rows": rows})
+    with open(os.path.join(out_dir, "results.csv"), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(COLUMNS + ("precision", "best_top1", "images_per_second", "overrides"))
+        for r in rows:
+            writer.writerow([r[c] for c in COLUMNS] + [
+                r["precision"], r["best_top1"], round(r["images_per_second"], 1),
+                json.dumps(r["overrides"])])
+    plots = write_plots(out_dir, rows)
+    text = [f"# Results: protocol `{spec.name}`", "", spec.description, "",
+            f"Data: `{dataset}`. Machine: {machine_line()}.", "",
+            "Made with (rerunning it skips the finished models; `--models LABEL ...` "
+            "runs some of them):", "", f"    {command}", "", table_markdown(rows), "",
+            "FLOPs are 2 x multiply-adds of one forward pass at "
+            f"{spec.image_size}x{spec.image_size}; wall time includes evaluation after "
+            "every epoch.", "", "## Against the published anchors", ""]
+    text += anchor_lines(spec, rows)
+    text += ["", "## With a full schedule", "", spec.full_schedule, ""]
+    text += [f"![{name}]({name})" for name in plots]
+    with open(os.path.join(out_dir, "results.md"), "w") as f:
+        f.write("\n".join(text) + "\n")
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise ValueError("the results plots need matplotlib: "
+                         "pip install 'resnet-keras[results]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib import ticker
+
+    return plt, ticker
+
+
+def write_plots(out_dir, rows):
+    """accuracy_vs_epochs.png and accuracy_vs_flops.png; their file names."""
+    plt, ticker = _pyplot()
+    names = ("accuracy_vs_epochs.png", "accuracy_vs_flops.png")
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for r in rows:
+        ax.plot([p["epoch"] for p in r["curve"]], [100 * p["top1"] for p in r["curve"]],
+                marker="o", label=r["label"])
+    ax.set(xlabel="epoch", ylabel="test top-1 (%)", title="Top-1 after each epoch")
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, names[0]))
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    points = [(r["flops"] / 1e6, 100 * r["top1"]) for r in rows]
+    span = max(1.0, max(y for _, y in points) - min(y for _, y in points))
+    for i, (r, (x, y)) in enumerate(zip(rows, points)):
+        ax.scatter([x], [y], s=40)
+        # A label goes below its point when an earlier point sits close above or below.
+        crowded = any(abs(y - y0) < 0.05 * span and 0.75 < x / x0 < 1.33
+                      for x0, y0 in points[:i])
+        ax.annotate(f"{r['label']} ({r['epochs']} ep)", (x, y), textcoords="offset points",
+                    xytext=(6, -11 if crowded else 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.margins(x=0.25, y=0.1)
+    ax.set(xlabel="forward MFLOPs per image (log)", ylabel="final test top-1 (%)",
+           title="Top-1 against compute")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, names[1]))
+    plt.close(fig)
+    return names
