@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from resnet_keras import preprocessing
-from resnet_keras.classifier_head import check_class_names, logits_function
+from resnet_keras.classifier_head import check_model, logits_function
 from resnet_keras.serving_layout import LABELS_FILE
 
 FORMATS = ("saved_model", "litert", "onnx")
@@ -127,10 +127,14 @@ def onnx_bytes(model, image_size, opset=ONNX_OPSET):
     return proto.SerializeToString()
 
 
-def _write_atomic(path, data):
+def _refuse_existing(path):
     if os.path.exists(path):
         raise ValueError(f"{path!r} already exists; nothing was overwritten (export into "
                          "another --export-dir or remove it)")
+
+
+def _write_atomic(path, data):
+    _refuse_existing(path)
     tmp = os.path.join(os.path.dirname(path), f".tmp-{os.getpid()}-{os.path.basename(path)}")
     try:
         with open(tmp, "wb") as f:
@@ -149,15 +153,10 @@ def export_file(model, export_base, *, fmt, image_size, class_names=None, quanti
     _check(fmt, quantize)
     if class_names is None:
         class_names = [str(i) for i in range(model.outputs[0].shape[-1])]
-    check_class_names(class_names)
-    if len(class_names) != model.outputs[0].shape[-1]:
-        raise ValueError(f"got {len(class_names)} class names for a model with "
-                         f"{model.outputs[0].shape[-1]} classes")
+    class_names = check_model(model, int(image_size), class_names)
     os.makedirs(export_base, exist_ok=True)
     target = os.path.join(export_base, file_name(fmt, quantize))
-    if os.path.exists(target):
-        raise ValueError(f"{target!r} already exists; nothing was overwritten (export into "
-                         "another --export-dir or remove it)")
+    _refuse_existing(target)  # before the conversion, which takes a while
     if fmt == "litert":
         data = litert_bytes(model, image_size, quantize, representative_images)
     else:
