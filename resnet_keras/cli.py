@@ -26,7 +26,7 @@ import math
 import sys
 import warnings
 
-from resnet_keras._startup import verbose
+from resnet_keras._startup import import_module, verbose
 from resnet_keras.training.config import keyword, option_fields
 
 # The options of a tuner run that are TrainConfig options (the others are the tuner's).
@@ -86,29 +86,36 @@ def _cmd_list(args):
 
 
 def _cmd_info(args):
-    from resnet_keras import models, specs
+    from resnet_keras import specs
 
-    specs.get_spec(args.model)
-    model = models.build_model(
-        args.model, classes=args.classes,
-        input_shape=(args.image_size, args.image_size, 3))
-    if args.summary:
-        model.summary(line_length=110)
-    macs = models.count_macs(model)
+    spec, facts = specs.get_spec(args.model), specs.get_facts(args.model)
+    size = args.image_size or facts.image_size
+    classes = args.classes or facts.classes
+    if args.summary or (size, classes) != (facts.image_size, facts.classes):
+        params, macs = _build_and_count(args.model, size, classes, args.summary)
+    else:  # the pinned numbers: no model to build, Keras not even imported
+        params, macs = facts.params, facts.macs
     print(f"model:        {args.model}")
-    print(f"description:  {specs.get_spec(args.model).description}")
-    print(f"parameters:   {model.count_params():,}")
-    print(f"input:        {args.image_size}x{args.image_size}x3")
-    print(f"output:       {tuple(model.output.shape)}")
+    print(f"description:  {spec.description}")
+    print(f"parameters:   {params:,}")
+    print(f"input:        {size}x{size}x3")
+    print(f"output:       {(None, classes)}")
     print(f"multiply-adds {macs / 1e9:.3f} G")
     return 0
 
 
+def _build_and_count(model_name, size, classes, summary):
+    """``(parameters, multiply-adds)`` of the model built for SIZE x SIZE images."""
+    models = import_module("resnet_keras.models")
+    model = models.build_model(model_name, classes=classes, input_shape=(size, size, 3))
+    if summary:
+        model.summary(line_length=110)
+    return model.count_params(), models.count_macs(model)
+
+
 def _lazy(module, function):
     def run(args):
-        import importlib
-
-        return getattr(importlib.import_module(f"resnet_keras.{module}"), function)(args)
+        return getattr(import_module(f"resnet_keras.{module}"), function)(args)
 
     return run
 
@@ -169,11 +176,14 @@ def build_parser():
     p = sub.add_parser("list", help="list the registered models")
     p.set_defaults(func=_cmd_list)
 
-    p = sub.add_parser("info", help="build a model and print its size and cost")
+    p = sub.add_parser("info", help="print a model's parameters and multiply-adds")
     p.add_argument("model")
-    p.add_argument("--image-size", type=_positive_int, default=224)
-    p.add_argument("--classes", type=_positive_int, default=1000)
-    p.add_argument("--summary", action="store_true", help="print the layer table")
+    p.add_argument("--image-size", type=_positive_int, default=None,
+                   help="default: 224 (CIFAR ResNets: 32)")
+    p.add_argument("--classes", type=_positive_int, default=None,
+                   help="default: 1000 (CIFAR ResNets: 10)")
+    p.add_argument("--summary", action="store_true",
+                   help="build the model and print its layer table")
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("train", help="train a model and optionally export it")
@@ -260,6 +270,22 @@ def build_parser():
     p.add_argument("--strategy", choices=("auto", "mirrored", "one-device"), default="auto")
     p.add_argument("--quiet", action="store_true", help="no per-epoch training output")
     p.set_defaults(func=_lazy("experiments.results", "results_main"))
+    p = sub.add_parser("transfer", help="pretrain resnet20 on CIFAR-10's animals, fine-tune "
+                                        "it on its vehicles; report and plot")
+    p.add_argument("--out", required=True,
+                   help="folder for transfer.md/.json/.png, the class subsets and the runs")
+    p.add_argument("--dataset", default=None,
+                   help="CIFAR-10 as folder:PATH (default: the offline CIFAR-10 copy)")
+    for flag, what in (("--pretrain-per-class", "animal training images per class "
+                                                "(default: 2500)"),
+                       ("--pretrain-epochs", "pretraining epochs (default: 10)"),
+                       ("--per-class", "vehicle training images per class (default: 100)"),
+                       ("--epochs", "epochs of each fine-tune (default: 30)")):
+        p.add_argument(flag, type=_positive_int, default=None, help=what)
+    p.add_argument("--steps-per-epoch", type=_positive_int, default=None,
+                   help="steps per epoch of every run (short trials)")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch training output")
+    p.set_defaults(func=_lazy("experiments.transfer", "transfer_main"))
     p = sub.add_parser("benchmark", help="training, serving and input-pipeline speed "
                                          "against keras.applications and the hardware")
     p.add_argument("suite", choices=("train", "serve", "pipeline", "forward", "jax", "all"),

@@ -15,8 +15,10 @@ Signatures (tag ``serve``):
 both returning ``logits`` float32 ``[batch, classes]``, ``probabilities``
 float32 ``[batch, classes]`` and ``classes`` int32 ``[batch]``; and
 ``classify`` (TF Serving's Classify API, see :mod:`resnet_keras.tf_serving`).
-Resizing, cropping and normalisation (:func:`preprocessing.eval_transform`)
-run inside the graph, so clients send raw pixels or files.
+Resizing, cropping and normalisation (:func:`preprocessing.eval_transform`,
+in the model's input convention) run inside the graph, so clients send raw
+pixels or files. The graph computes in float32, with the BatchNormalizations
+that follow convolutions folded into them (:mod:`resnet_keras.folding`).
 
 Writing is atomic (:mod:`resnet_keras.serving_layout`): a version is built in
 a hidden staging folder and renamed into place. Reading an export back and
@@ -24,7 +26,6 @@ a hidden staging folder and renamed into place. Reading an export back and
 files in :mod:`resnet_keras.formats`.
 """
 import os
-import shutil
 
 import keras
 import tensorflow as tf
@@ -32,13 +33,15 @@ import tensorflow as tf
 from resnet_keras import preprocessing, tf_serving
 from resnet_keras.classifier_head import (check_class_names, check_model, classifier_layer,
                                           logits_function)
+from resnet_keras.conventions import check_convention, convention_of
+from resnet_keras.folding import fold_batch_norms
 from resnet_keras.predict import (describe_signatures, get_signature, load_serving,
                                   read_labels, top_k)
 from resnet_keras.serving_layout import (LABELS_FILE, OUTPUTS, SAVED_MODEL_FILE,
                                          SERVING_BYTES, SERVING_DEFAULT, SIGNATURES,
-                                         check_export_base, check_version, list_versions,
-                                         next_version, publish, remove_dead_staging,
-                                         staging_name)
+                                         check_export_base, labels_table, list_versions,
+                                         next_version, remove_dead_staging, staged_version,
+                                         write_labels)
 
 # The export API in one place (reading and layout names come from their modules).
 __all__ = ["LABELS_FILE", "OUTPUTS", "SAVED_MODEL_FILE", "SERVING_BYTES", "SERVING_DEFAULT",
@@ -70,17 +73,24 @@ def _skip_empty(logits_of, num_classes):
     return run
 
 
-def serving_functions(model, image_size):
-    """(serve_images, serve_bytes): the two serving functions, not yet traced."""
+def serving_functions(model, image_size, convention=None):
+    """(serve_images, serve_bytes): the two serving functions, not yet traced.
+
+    CONVENTION: the input convention (default: the model's own, see
+    :func:`resnet_keras.conventions.convention_of`). They run a float32 copy of
+    MODEL with its BatchNormalizations folded into the convolutions
+    (:func:`resnet_keras.folding.fold_batch_norms`; MODEL itself if already so)."""
     size = int(image_size)
+    convention = check_convention(convention) if convention else convention_of(model)
+    model = fold_batch_norms(model)
     logits_of = _skip_empty(logits_function(model), model.outputs[0].shape[-1])
 
     def serve_images(images):
-        return _outputs(logits_of(preprocessing.eval_transform(images, size)))
+        return _outputs(logits_of(preprocessing.eval_transform(images, size, convention)))
 
     def decode_one(data):
         image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
-        return preprocessing.eval_transform(image, size)
+        return preprocessing.eval_transform(image, size, convention)
 
     def serve_bytes(image_bytes):
         images = tf.map_fn(
@@ -91,23 +101,13 @@ def serving_functions(model, image_size):
     return serve_images, serve_bytes
 
 
-def _labels_table(labels_path):
-    """A class-index -> name table read from LABELS_PATH.
-
-    Tracking it in the archive makes the file a SavedModel asset, copied to
-    ``assets/labels.txt`` of the export.
-    """
-    initializer = tf.lookup.TextFileInitializer(
-        labels_path, key_dtype=tf.int64, key_index=tf.lookup.TextFileIndex.LINE_NUMBER,
-        value_dtype=tf.string, value_index=tf.lookup.TextFileIndex.WHOLE_LINE)
-    return tf.lookup.StaticHashTable(initializer, default_value="")
-
-
-def build_archive(model, image_size, labels_path):
+def build_archive(model, image_size, labels_path, convention=None):
     """A ``keras.export.ExportArchive`` with the predict signatures and the
-    classify signature (see :mod:`resnet_keras.tf_serving`)."""
-    serve_images, serve_bytes = serving_functions(model, image_size)
-    labels = _labels_table(labels_path)
+    classify signature (see :mod:`resnet_keras.tf_serving`), serving (and
+    tracking the variables of) MODEL's folded float32 copy."""
+    model = fold_batch_norms(model)
+    serve_images, serve_bytes = serving_functions(model, image_size, convention)
+    labels = labels_table(labels_path)
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.track(labels)
@@ -121,46 +121,39 @@ def build_archive(model, image_size, labels_path):
     return archive
 
 
-def _write_labels(folder, class_names):
-    os.makedirs(folder, exist_ok=True)
-    labels_path = os.path.join(folder, LABELS_FILE)
-    with open(labels_path, "w", encoding="utf-8") as f:
-        f.write("".join(f"{name}\n" for name in class_names))
-    return labels_path
-
-
-def export_saved_model(model, export_base, *, image_size, class_names=None, version=None):
+def export_saved_model(model, export_base, *, image_size, class_names=None, version=None,
+                       preprocessing=None):
     """Write MODEL as ``EXPORT_BASE/<version>/`` for TF Serving; returns that path.
 
     ``version`` defaults to one more than the highest integer name present.
-    ``class_names=None`` labels the classes ``0..N-1``. The SavedModel is
+    ``class_names=None`` labels the classes ``0..N-1``. The graph applies
+    the model's input convention (``model.preprocessing``, set by the
+    builders from the weights; "torch" for a model without one), or
+    ``preprocessing`` ("torch", "caffe", "tf") when given. The SavedModel is
     written to a hidden sibling folder and renamed into place, so a server
     watching EXPORT_BASE never sees a partial version; staging folders of
     killed exporters are removed first (see the module docstring). An
     existing version, or an EXPORT_BASE that is itself a version, raises
     ``ValueError``; nothing is overwritten.
     """
+    from resnet_keras import segmentation_export  # DRNSeg: per-pixel outputs
+
+    if segmentation_export.is_segmentation_model(model):
+        return segmentation_export.export_segmentation_model(
+            model, export_base, image_size=image_size, class_names=class_names,
+            version=version, preprocessing=preprocessing)
     image_size = int(image_size)
     if class_names is None:
         class_names = [str(i) for i in range(classifier_layer(model).output.shape[-1])]
     names = check_model(model, image_size, class_names)
-    check_export_base(export_base)
-    version = check_version(export_base, version)
-    remove_dead_staging(export_base)
-    target = os.path.join(export_base, str(version))
-    staging = os.path.join(export_base, staging_name(version))
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        labels_path = _write_labels(os.path.join(staging, "labels"), names)
-        archive = build_archive(model, image_size, labels_path)
+    with staged_version(export_base, version) as (staging, target):
+        labels_path = write_labels(os.path.join(staging, "labels"), names)
+        archive = build_archive(model, image_size, labels_path, preprocessing)
         staged = os.path.join(staging, "model")
         archive.write_out(staged, verbose=False)
         tf_serving.mark_classify_method(staged)
         tf_serving.write_warmup(staged, image_size, {
             "images": SERVING_DEFAULT, "bytes": SERVING_BYTES, "classify": tf_serving.CLASSIFY})
-        publish(staged, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return target
 
 

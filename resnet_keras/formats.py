@@ -2,8 +2,10 @@
 
 Both take uint8 pixels ``images [batch, S, S, 3]`` at the export's image size
 S (clients resize on the device), normalise inside the graph exactly as the
-SavedModel does, and return ``probabilities`` float32 ``[batch, classes]``
-and ``classes`` int32 ``[batch]``::
+SavedModel does, run the model in float32 with its BatchNormalizations folded
+into the convolutions (:mod:`resnet_keras.folding`), and return
+``probabilities`` float32 ``[batch, classes]`` and ``classes`` int32
+``[batch]``::
 
     BASE/model.tflite            LiteRT, float32        (--quantize none)
     BASE/model-float16.tflite    LiteRT, float16 weights
@@ -23,7 +25,10 @@ import numpy as np
 import tensorflow as tf
 
 from resnet_keras import preprocessing
+from resnet_keras.atomic import write_atomic
 from resnet_keras.classifier_head import check_model, logits_function
+from resnet_keras.conventions import convention_of
+from resnet_keras.folding import fold_batch_norms
 from resnet_keras.serving_layout import LABELS_FILE
 
 FORMATS = ("saved_model", "litert", "onnx")
@@ -49,8 +54,15 @@ def _check(fmt, quantize):
 
 
 def serving_function(model, image_size):
-    """uint8 ``images`` [batch, S, S, 3] -> {"probabilities", "classes"}."""
+    """uint8 ``images`` [batch, S, S, 3] -> {"probabilities", "classes"}, in the
+    model's input convention (``model.preprocessing``), computed in float32 by a
+    copy of MODEL with its BatchNormalizations folded into the convolutions
+    (:func:`resnet_keras.folding.fold_batch_norms`; MODEL itself if already so).
+
+    The LiteRT converter and onnxruntime take no bfloat16 convolutions."""
     size = int(image_size)
+    convention = convention_of(model)
+    model = fold_batch_norms(model)
     logits_of = logits_function(model)
 
     def serve(images):
@@ -63,7 +75,7 @@ def serving_function(model, image_size):
             offset = (zoomed - size) // 2
             pixels = tf.clip_by_value(pixels[:, offset:offset + size, offset:offset + size],
                                       0.0, 255.0)
-        logits = logits_of(preprocessing.normalize(pixels))
+        logits = logits_of(preprocessing.normalize(pixels, convention))
         return {"probabilities": tf.nn.softmax(logits, axis=-1),
                 "classes": tf.argmax(logits, axis=-1, output_type=tf.int32)}
 
@@ -72,6 +84,7 @@ def serving_function(model, image_size):
 
 def _saved_model_for_conversion(model, image_size, folder):
     """The serving function as a SavedModel (the converter freezes its variables)."""
+    model = fold_batch_norms(model)  # the archive tracks the variables the function reads
     serve, signature = serving_function(model, image_size)
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -135,15 +148,7 @@ def _refuse_existing(path):
 
 def _write_atomic(path, data):
     _refuse_existing(path)
-    tmp = os.path.join(os.path.dirname(path), f".tmp-{os.getpid()}-{os.path.basename(path)}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return write_atomic(path, data)
 
 
 def export_file(model, export_base, *, fmt, image_size, class_names=None, quantize="none",

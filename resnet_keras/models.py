@@ -25,6 +25,7 @@ from keras import layers
 from resnet_keras import specs as specs_lib
 from resnet_keras import weights as weights_lib
 from resnet_keras.blocks import Ops, conv_stage, drop_path_rates, residual_stage, stem
+from resnet_keras.conventions import DEFAULT_CONVENTION, check_convention
 
 POOLINGS = (None, "avg", "max")
 
@@ -138,7 +139,7 @@ def _head(x, include_top, pooling, classes, classifier_activation):
 def build_model(model_name, /, *, include_top=True, weights=None, input_tensor=None,
                 input_shape=None, pooling=None, classes=1000,
                 classifier_activation="softmax", name=None, output_stride=None,
-                **overrides):
+                preprocessing=None, **overrides):
     """Build a registered model (see ``list_models()``).
 
     Args:
@@ -157,6 +158,11 @@ def build_model(model_name, /, *, include_top=True, weights=None, input_tensor=N
         name: the Keras model's name (default: ``model_name``).
         output_stride: total downsampling; smaller values dilate the last
             stages instead of striding them (see the spec's ``output_strides``).
+        preprocessing: the input convention, "torch", "caffe" or "tf" (see
+            :mod:`resnet_keras.conventions`); default: the weights' own
+            (:func:`resnet_keras.weights.weights_convention`), "torch" without
+            weights. Kept as ``model.preprocessing``, which
+            ``preprocess_input(images, model)`` and the export apply.
         **overrides: spec fields to change: depths, widths, block,
             base_width, groups, expansion, stem ("imagenet", "deep",
             "cifar" on the ImageNet ResNets), shortcut ("projection",
@@ -170,17 +176,16 @@ def build_model(model_name, /, *, include_top=True, weights=None, input_tensor=N
     spec = specs_lib.resolve_spec(model_name, output_stride=output_stride, **overrides)
     check_head(include_top, pooling, classes, classifier_activation, model_name)
     weights_lib.check_weights_arg(weights, model_name, include_top, classes)
+    convention = resolve_convention(preprocessing, weights, model_name)
     inputs, model_inputs = make_input(input_tensor, input_shape, model_name)
     x, _ = assemble(spec, inputs)
     outputs = _head(x, include_top, pooling, classes, classifier_activation)
     model = keras.Model(model_inputs, outputs, name=name or model_name)
-    if weights is not None:
-        weights_lib.load_weights(model, weights, model_name)
-    return model
+    return attach_weights(model, weights, model_name, convention)
 
 
 def build_backbone(model_name, /, *, input_tensor=None, input_shape=None, name=None,
-                   output_stride=None, weights=None, **overrides):
+                   output_stride=None, weights=None, preprocessing=None, **overrides):
     """A model whose outputs are a dict of named feature levels.
 
     ResNets (and DRN-A) give "P2".."P5", one per stage, Pk being the stage's
@@ -188,15 +193,31 @@ def build_backbone(model_name, /, *, input_tensor=None, input_shape=None, name=N
     ResNets: "P0".."P2"); pre-activation (v2) stages report the input of their
     strided last block, and P5 is normalised. DRN-C/D give "level1".."level8".
     Dilated models (DRN-A, a smaller ``output_stride``) keep the names.
-    ``weights`` loads classification weights into the backbone's layers.
+    ``weights`` loads classification weights into the backbone's layers;
+    ``preprocessing`` is as in :func:`build_model`.
     """
     spec = specs_lib.resolve_spec(model_name, output_stride=output_stride, **overrides)
     weights_lib.check_weights_arg(weights, model_name, False, None)
+    convention = resolve_convention(preprocessing, weights, model_name)
     inputs, model_inputs = make_input(input_tensor, input_shape, model_name)
     _, levels = assemble(spec, inputs)
     model = keras.Model(model_inputs, levels, name=name or f"{model_name}_backbone")
+    return attach_weights(model, weights, model_name, convention)
+
+
+def resolve_convention(preprocessing, weights, model_name):
+    """The input convention of a model built with WEIGHTS: PREPROCESSING if
+    given (checked), else the weights' own, else the default ("torch")."""
+    if preprocessing is not None:
+        return check_convention(preprocessing)
+    return weights_lib.weights_convention(weights, model_name) or DEFAULT_CONVENTION
+
+
+def attach_weights(model, weights, model_name, convention):
+    """MODEL with WEIGHTS loaded (if any) and ``model.preprocessing`` set to CONVENTION."""
     if weights is not None:
         weights_lib.load_weights(model, weights, model_name)
+    model.preprocessing = convention
     return model
 
 

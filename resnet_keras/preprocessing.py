@@ -1,14 +1,23 @@
 """Image preprocessing shared by the input pipeline and the exported graph.
 
-Every model in the zoo takes float32 images normalised the torchvision way:
-``(pixels / 255 - IMAGENET_MEAN) / IMAGENET_STD``. The training pipeline and
-the SavedModel export both call :func:`eval_transform` / :func:`normalize`, so
-a served model sees exactly what it was evaluated on.
+A model takes float32 images in its weights' input convention
+(:mod:`resnet_keras.conventions`: ``"torch"``, the default and what models
+trained here from scratch use, ``(pixels / 255 - IMAGENET_MEAN) /
+IMAGENET_STD``; ``"caffe"`` and ``"tf"`` for the keras.applications weights).
+The training pipeline, evaluation and the SavedModel export all call
+:func:`eval_transform` / :func:`normalize` with the run's convention, so a
+served model sees exactly what it was evaluated on.
 """
 import tensorflow as tf
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from resnet_keras.conventions import (CONVENTIONS, DEFAULT_CONVENTION, TORCH_MEAN, TORCH_STD,
+                                      apply_convention, check_convention)
+
+IMAGENET_MEAN = tuple(float(v) for v in TORCH_MEAN)
+IMAGENET_STD = tuple(float(v) for v in TORCH_STD)
+__all__ = ["CONVENTIONS", "CROP_FRACTION", "DEFAULT_CONVENTION", "IMAGENET_MEAN",
+           "IMAGENET_STD", "SMALL_IMAGE_MAX", "check_convention", "eval_transform",
+           "is_small", "normalize"]
 
 # Images at or below this side length are treated as CIFAR-like: no centre
 # crop at evaluation time, pad-and-crop augmentation at training time.
@@ -23,12 +32,9 @@ def is_small(image_size):
     return int(image_size) <= SMALL_IMAGE_MAX
 
 
-def normalize(images):
-    """uint8 or [0, 255] float images -> float32, normalised per channel."""
-    images = tf.cast(images, tf.float32) / 255.0
-    mean = tf.constant(IMAGENET_MEAN, tf.float32)
-    std = tf.constant(IMAGENET_STD, tf.float32)
-    return (images - mean) / std
+def normalize(images, convention=DEFAULT_CONVENTION):
+    """uint8 or [0, 255] float RGB images -> float32 network input of CONVENTION."""
+    return apply_convention(tf.cast(images, tf.float32), convention)
 
 
 def _resize(images, height, width):
@@ -37,13 +43,14 @@ def _resize(images, height, width):
         method="bilinear", antialias=True)
 
 
-def eval_transform(images, image_size):
+def eval_transform(images, image_size, convention=DEFAULT_CONVENTION):
     """Deterministic evaluation transform for one image or a batch.
 
     ``images``: uint8 ``[H, W, 3]`` or ``[B, H, W, 3]``, any H and W.
     Small sizes are resized straight to ``image_size``; larger ones have
-    their shorter side resized to ``image_size / 0.875`` and are then centre
-    cropped to ``image_size``. Returns normalised float32 images.
+    their shorter side resized to ``image_size / 0.875`` (not resized when it
+    already is) and are then centre cropped to ``image_size``. Returns float32
+    images in CONVENTION (see :func:`normalize`).
     """
     size = int(image_size)
     images = tf.convert_to_tensor(images)
@@ -61,7 +68,9 @@ def eval_transform(images, image_size):
         new_w = tf.cast(tf.round(tf.cast(width, tf.float32) * scale), tf.int32)
         new_h = tf.maximum(new_h, size)
         new_w = tf.maximum(new_w, size)
-        resized = _resize(images, new_h, new_w)
+        unchanged = tf.logical_and(tf.equal(new_h, height), tf.equal(new_w, width))
+        resized = tf.cond(unchanged, lambda: tf.cast(images, tf.float32),
+                          lambda: _resize(images, new_h, new_w))
         top = (new_h - size) // 2
         left = (new_w - size) // 2
         out = tf.image.crop_to_bounding_box(resized, top, left, size, size)
@@ -70,4 +79,4 @@ def eval_transform(images, image_size):
         out = tf.ensure_shape(out, [None, size, size, 3])
     else:
         out = tf.ensure_shape(out, [size, size, 3])
-    return normalize(out)
+    return normalize(out, convention)

@@ -19,6 +19,8 @@ import socket
 import tempfile
 import zipfile
 
+from resnet_keras.atomic import write_atomic
+
 CONFIG_FILE = "run_config.json"
 BEST_MODEL = "best.keras"
 FINAL_MODEL = "model.keras"
@@ -55,10 +57,7 @@ def read_run_config(model_dir):
 def write_run_config(model_dir, config):
     """Write the config atomically (a reader never sees half a file)."""
     os.makedirs(model_dir, exist_ok=True)
-    tmp = path(model_dir, CONFIG_FILE + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(config, f, indent=2, sort_keys=True)
-    os.replace(tmp, path(model_dir, CONFIG_FILE))
+    write_atomic(path(model_dir, CONFIG_FILE), json.dumps(config, indent=2, sort_keys=True))
 
 
 def save_model_file(model, model_dir, name):

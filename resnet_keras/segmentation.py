@@ -28,7 +28,7 @@ def _check_input_size(input_shape, stride, model_name):
 
 def build_segmentation_model(model_name, /, classes, *, input_shape=None, weights=None,
                              input_tensor=None, classifier_activation="softmax",
-                             output_stride=None, name=None, **overrides):
+                             output_stride=None, name=None, preprocessing=None, **overrides):
     """DRNSeg: trunk -> 1x1 conv ``seg`` -> x``output_stride`` ``up`` -> softmax.
 
     Args:
@@ -47,6 +47,7 @@ def build_segmentation_model(model_name, /, classes, *, input_shape=None, weight
         classifier_activation: "softmax" (default) or None for logits.
         output_stride: the trunk's output stride (the upsampling factor).
         name: the Keras model's name (default ``f"{model_name}_seg"``).
+        preprocessing: the input convention, as for ``build_model``.
         **overrides: spec overrides, as for ``build_model``.
 
     Returns:
@@ -62,6 +63,7 @@ def build_segmentation_model(model_name, /, classes, *, input_shape=None, weight
         raise ValueError(f"{model_name} has output stride {stride}; segmentation needs "
                          "an even output stride (8 for the DRNs)")
     weights_lib.check_weights_arg(weights, model_name, False, None)
+    convention = models_lib.resolve_convention(preprocessing, weights, model_name)
     inputs, model_inputs = models_lib.make_input(input_tensor, input_shape, model_name)
     _check_input_size(inputs.shape[1:], stride, model_name)
     x, _ = models_lib.assemble(spec, inputs)
@@ -74,6 +76,4 @@ def build_segmentation_model(model_name, /, classes, *, input_shape=None, weight
         x = layers.Activation(classifier_activation, dtype="float32" if mixed else None,
                               name="probabilities")(x)
     model = keras.Model(model_inputs, x, name=name or f"{model_name}_seg")
-    if weights is not None:
-        weights_lib.load_weights(model, weights, model_name)
-    return model
+    return models_lib.attach_weights(model, weights, model_name, convention)

@@ -8,6 +8,7 @@ process is killed. A staging folder left by a killed exporter on this host
 is removed by the next export into the same base; those of live exporters,
 and of other hosts (a shared file system), are left alone.
 """
+import contextlib
 import hashlib
 import os
 import re
@@ -148,3 +149,52 @@ def publish(staged, target):
         os.rename(staged, target)
     except OSError as err:
         raise ValueError(f"could not move the export into {target!r}: {err}") from err
+
+
+# --------------------------------------------------------------------------
+# Writing a version
+
+
+@contextlib.contextmanager
+def staged_version(export_base, version=None):
+    """Stage a new version of EXPORT_BASE: yields ``(staging, target)``.
+
+    EXPORT_BASE and VERSION (default: the next one) are checked and dead
+    staging folders removed first. The caller writes the SavedModel to
+    ``staging/model``; on a clean exit it is published as TARGET
+    (``EXPORT_BASE/<version>``). The staging folder is removed in every case.
+    """
+    check_export_base(export_base)
+    version = check_version(export_base, version)
+    remove_dead_staging(export_base)
+    staging = os.path.join(export_base, staging_name(version))
+    shutil.rmtree(staging, ignore_errors=True)
+    target = os.path.join(export_base, str(version))
+    try:
+        yield staging, target
+        publish(os.path.join(staging, "model"), target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_labels(folder, class_names):
+    """FOLDER/labels.txt with CLASS_NAMES, one a line, in index order; its path."""
+    os.makedirs(folder, exist_ok=True)
+    labels_path = os.path.join(folder, LABELS_FILE)
+    with open(labels_path, "w", encoding="utf-8") as f:
+        f.write("".join(f"{name}\n" for name in class_names))
+    return labels_path
+
+
+def labels_table(labels_path):
+    """A class-index -> name table read from LABELS_PATH.
+
+    Tracking it in an export archive makes the file a SavedModel asset,
+    copied to ``assets/labels.txt`` of the export.
+    """
+    import tensorflow as tf
+
+    initializer = tf.lookup.TextFileInitializer(
+        labels_path, key_dtype=tf.int64, key_index=tf.lookup.TextFileIndex.LINE_NUMBER,
+        value_dtype=tf.string, value_index=tf.lookup.TextFileIndex.WHOLE_LINE)
+    return tf.lookup.StaticHashTable(initializer, default_value="")

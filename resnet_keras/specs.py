@@ -307,14 +307,20 @@ class Facts:
         trainable_params: trainable parameters; for the torchvision, timm and
             fyu/drn rows the PyTorch reference's parameter count.
         macs: multiply-adds of one image (:func:`resnet_keras.count_macs`).
+        image_size: the side of the square images the numbers are counted at.
+        classes: the classes of the top layer they are counted with.
     """
 
     params: int
     trainable_params: int
     macs: int
+    image_size: int = 224
+    classes: int = 1000
 
 
-# Beside SPECS, row for row; tests and the README's zoo table read them here.
+# Beside SPECS, row for row; tests, the README's zoo table and
+# ``resnet-keras info`` read them here.
+_CIFAR_INPUT = (32, 10)  # (image_size, classes) of the CIFAR ResNets' numbers
 FACTS = {
     "resnet18":         Facts(11_699_112, 11_689_512, 1_814_073_344),
     "resnet34":         Facts(21_814_696, 21_797_672, 3_663_761_408),
@@ -331,11 +337,11 @@ FACTS = {
     "resnext101_32x8d": Facts(88_994_216, 88_791_336, 16_414_015_488),
     "wide_resnet50_2":  Facts(68_951_464, 68_883_240, 11_398_021_120),
     "wide_resnet101_2": Facts(127_024_552, 126_886_696, 22_753_050_624),
-    "resnet20":         Facts(271_098, 269_722, 40_551_040),
-    "resnet32":         Facts(466_426, 464_154, 68_862_592),
-    "resnet44":         Facts(661_754, 658_586, 97_174_144),
-    "resnet56":         Facts(857_082, 853_018, 125_485_696),
-    "resnet110":        Facts(1_736_058, 1_727_962, 252_887_680),
+    "resnet20":         Facts(271_098, 269_722, 40_551_040, *_CIFAR_INPUT),
+    "resnet32":         Facts(466_426, 464_154, 68_862_592, *_CIFAR_INPUT),
+    "resnet44":         Facts(661_754, 658_586, 97_174_144, *_CIFAR_INPUT),
+    "resnet56":         Facts(857_082, 853_018, 125_485_696, *_CIFAR_INPUT),
+    "resnet110":        Facts(1_736_058, 1_727_962, 252_887_680, *_CIFAR_INPUT),
     "resnet18d":        Facts(11_718_472, 11_708_744, 2_053_713_920),
     "resnet26d":        Facts(16_045_384, 16_014_408, 2_581_897_216),
     "resnet34d":        Facts(21_834_056, 21_816_904, 3_903_401_984),

@@ -24,6 +24,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from resnet_keras.atomic import write_atomic
+
 CLASSIFY = "classify"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 CLASSIFY_INPUTS = "inputs"
@@ -75,9 +77,7 @@ def mark_classify_method(saved_model_dir, signature=CLASSIFY):
     for meta_graph in proto.meta_graphs:
         if signature in meta_graph.signature_def:
             meta_graph.signature_def[signature].method_name = CLASSIFY_METHOD
-    with open(path + ".tmp", "wb") as f:
-        f.write(proto.SerializeToString())
-    os.replace(path + ".tmp", path)
+    write_atomic(path, proto.SerializeToString())
 
 
 # --------------------------------------------------------------------------
@@ -193,10 +193,7 @@ def write_serving_config(export_base, name=None):
     paths = {}
     for file_name, text in ((MODELS_CONFIG, models_config(name, base)),
                             (BATCHING_FILE, batching_parameters())):
-        path = os.path.join(base, file_name)
-        with open(path + ".tmp", "w") as f:
-            f.write(text)
-        os.replace(path + ".tmp", path)
+        path = write_atomic(os.path.join(base, file_name), text)
         paths[file_name] = path
     command = (f"tensorflow_model_server --port=8500 --rest_api_port=8501 "
                f"--model_config_file={paths[MODELS_CONFIG]} --enable_batching "

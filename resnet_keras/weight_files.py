@@ -1,7 +1,8 @@
 """Reading weight files, each array checked before anything is assigned.
 
 PyTorch state dicts (``.pth``/``.pt``/``.pth.tar`` with ``torch.load(...,
-weights_only=True)``; ``.npz`` with numpy), legacy ``.h5`` files
+weights_only=True)``; ``.npz`` with numpy; ``.safetensors``, as timm and the
+Hugging Face Hub publish them, with ``safetensors.numpy``), legacy ``.h5`` files
 (keras.applications, Keras 2: loaded by layer name) and Keras 3 files
 (``.weights.h5``, ``.keras``: loaded by ``model.load_weights`` once every
 stored array has been checked). Errors are one ValueError naming the file
@@ -22,7 +23,10 @@ from resnet_keras.weight_checks import (CLASSIFIER_LAYERS, assign_all, cast_for,
 KERAS_SUFFIXES = (".weights.h5", ".keras", ".h5", ".hdf5")
 TORCH_SUFFIXES = (".pth", ".pt", ".pth.tar")
 NUMPY_SUFFIXES = (".npz",)
-WEIGHT_SUFFIXES = KERAS_SUFFIXES + TORCH_SUFFIXES + NUMPY_SUFFIXES
+SAFETENSORS_SUFFIXES = (".safetensors",)
+# Files holding a PyTorch-style state dict (read by read_state_dict).
+STATE_DICT_SUFFIXES = TORCH_SUFFIXES + NUMPY_SUFFIXES + SAFETENSORS_SUFFIXES
+WEIGHT_SUFFIXES = KERAS_SUFFIXES + STATE_DICT_SUFFIXES
 
 NEEDS_TORCH = ("reading a PyTorch checkpoint needs torch: pip install torch "
                "(or pip install 'resnet-keras[torch]'), or convert the checkpoint "
@@ -34,13 +38,24 @@ def torch_available():
     return importlib.util.find_spec("torch") is not None
 
 
+def require_safetensors(path):
+    """``safetensors.numpy``, or :class:`~resnet_keras.errors.MissingExtra`
+    (one line with the ``pip install`` command) naming the file PATH."""
+    return errors.require("safetensors.numpy", "safetensors", f"reading weights file {path!r}")
+
+
 def read_state_dict(path):
-    """``{name: numpy array}`` from a ``.pth``/``.pt``/``.pth.tar`` or ``.npz`` file.
+    """``{name: numpy array}`` from a ``.pth``/``.pt``/``.pth.tar``, ``.npz`` or
+    ``.safetensors`` file.
 
     PyTorch files are read with ``torch.load(path, map_location="cpu",
     weights_only=True)`` (no arbitrary code is unpickled). A training
     checkpoint holding ``"state_dict"`` (or ``"model"``) is unwrapped.
+    A ``.safetensors`` file's float16, bfloat16 and float8 tensors come back
+    as float32 (exactly).
     """
+    if path.endswith(SAFETENSORS_SUFFIXES):
+        return _read_safetensors(path)
     if path.endswith(NUMPY_SUFFIXES):
         try:
             data = np.load(path, allow_pickle=False)
@@ -85,6 +100,26 @@ def read_state_dict(path):
                                  f"an array ({errors.first_line(err)}); nothing was "
                                  "loaded") from None
     return out
+
+
+def _read_safetensors(path):
+    numpy_api = require_safetensors(path)
+    try:
+        arrays = numpy_api.load_file(path)
+    except Exception as err:  # SafetensorError (bad header, truncated), unknown dtypes
+        raise ValueError(f"weights file {path!r} is not a readable .safetensors file: "
+                         f"{errors.first_line(err)}") from None
+    return {key: _widened(value) for key, value in arrays.items()}
+
+
+def _widened(array):
+    """Floats narrower than float32 (float16; bfloat16 and float8 from
+    ml_dtypes) as float32, which holds each of their values exactly."""
+    name = array.dtype.name
+    if (array.dtype.kind == "f" and array.dtype.itemsize < 4) or name.startswith(
+            ("bfloat16", "float8", "float6", "float4")):
+        return array.astype(np.float32)
+    return array
 
 
 def load_keras_native(model, path, model_name):

@@ -14,8 +14,10 @@ Sources accepted by ``weights=``:
   and Keras 2 files, loaded by layer name).
 * a PyTorch state dict: ``.pth``/``.pt``/``.pth.tar`` (read with
   ``torch.load(..., weights_only=True)``; needs ``torch``) or ``.npz`` (a
-  numpy archive of name -> array; no torch needed), with torchvision or
-  fyu/drn parameter names, mapped by :func:`load_torch_state_dict`.
+  numpy archive of name -> array; no torch needed) or ``.safetensors``
+  (timm's and the Hugging Face Hub's files; needs ``safetensors``, not
+  torch), with torchvision, timm or fyu/drn parameter names, mapped by
+  :func:`load_torch_state_dict`.
 
 Loading is all or nothing: every array is read, converted and checked
 before the first one is assigned. A file or state dict that does not fit
@@ -40,81 +42,39 @@ layers and :mod:`resnet_keras.weight_checks` checks every value first.
 import hashlib
 import os
 
-from resnet_keras import weight_files
-from resnet_keras.weight_files import (KERAS_SUFFIXES, NUMPY_SUFFIXES, TORCH_SUFFIXES,
-                                      WEIGHT_SUFFIXES, check_keras_file, load_keras_native,
-                                      load_legacy_h5, read_legacy_h5, read_state_dict,
-                                      torch_available)
+from resnet_keras import pretrained, weight_files
+from resnet_keras.conventions import CONVENTIONS
+from resnet_keras.pretrained import PRETRAINED
+from resnet_keras.weight_files import (KERAS_SUFFIXES, NUMPY_SUFFIXES, SAFETENSORS_SUFFIXES,
+                                      STATE_DICT_SUFFIXES, TORCH_SUFFIXES, WEIGHT_SUFFIXES,
+                                      check_keras_file, load_keras_native, load_legacy_h5,
+                                      read_legacy_h5, read_state_dict, torch_available)
 from resnet_keras.torch_keys import HEADS, load_torch_state_dict, torch_key_map
 from resnet_keras.weight_checks import cast_for, real_array
 
 __all__ = [
     "HEADS", "IMAGENET_SOURCES", "KERAS_APPLICATIONS", "KERAS_SUFFIXES",
-    "KERAS_WEIGHTS_HASHES", "KERAS_WEIGHTS_URL", "NUMPY_SUFFIXES", "TORCH_CHECKPOINTS",
-    "TORCH_SUFFIXES", "UNTRAINED_IN_TIMM", "WEIGHT_SUFFIXES", "cast_for", "check_keras_file",
+    "KERAS_WEIGHTS_HASHES", "KERAS_WEIGHTS_URL", "NUMPY_SUFFIXES", "PRETRAINED",
+    "SAFETENSORS_SUFFIXES", "STATE_DICT_SUFFIXES", "TORCH_CHECKPOINTS", "TORCH_SUFFIXES",
+    "UNTRAINED_IN_TIMM", "WEIGHT_SUFFIXES", "cache_path", "cast_for", "check_keras_file",
     "check_weights_arg", "fetch_imagenet", "imagenet_file", "load_legacy_h5",
     "load_torch_state_dict", "load_weights", "read_legacy_h5", "read_state_dict",
-    "real_array", "torch_available", "torch_key_map"]
+    "real_array", "torch_available", "torch_key_map", "weights_convention"]
 
-# keras.applications (keras/src/applications/resnet.py): file names are
-# f"{name}_weights_tf_dim_ordering_tf_kernels[_notop].h5"; the hashes are
-# (with top, without top).
-KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
-KERAS_WEIGHTS_HASHES = {
-    "resnet50": ("2cb95161c43110f7111970584f804107", "4d473c1dd8becc155b73f8504c6f6626"),
-    "resnet101": ("f1aeb4b969a6efcfb50fad2f0c20cfc5", "88cf7a10940856eca736dc7b7e228a21"),
-    "resnet152": ("100835be76be38e30d865e96f2aaae62", "ee4c566cf9a93f14d82f913c2dc6dd0c"),
-    "resnet50v2": ("3ef43a0b657b3be2300d5770ece849e0", "fac2f116257151a9d068a22e544a4917"),
-    "resnet101v2": ("6343647c601c52e1368623803854d971", "c0ed64b8031c3730f411d2eb4eea35b5"),
-    "resnet152v2": ("a49b44d1979771252814e80f8ec446f9", "ed17cf2e0169df9d443503ef94b23b33"),
-}
-# Registered name -> keras.applications weights name.
-KERAS_APPLICATIONS = {
-    "resnet50_v1": "resnet50", "resnet101_v1": "resnet101", "resnet152_v1": "resnet152",
-    "resnet50v2": "resnet50v2", "resnet101v2": "resnet101v2", "resnet152v2": "resnet152v2",
-}
-
-# PyTorch checkpoints: torchvision's IMAGENET1K_V1 weights, fyu/drn's
-# model_urls and timm's own ImageNet-1k checkpoints (timm key names; the
-# resnet*d "ra2", seresnet50 "ra2" and ecaresnet*d "miil" weights, all on
-# torchvision's mean/std input). The 8 hex digits before ".pth" start the
-# file's sha256.
-TORCHVISION_URL = "https://download.pytorch.org/models/"
-DRN_URL = "http://dl.yf.io/drn/"
-TIMM_URL = "https://github.com/rwightman/pytorch-image-models/releases/download/"
-TORCH_CHECKPOINTS = {
-    "resnet18": TORCHVISION_URL + "resnet18-f37072fd.pth",
-    "resnet34": TORCHVISION_URL + "resnet34-b627a593.pth",
-    "resnet50": TORCHVISION_URL + "resnet50-0676ba61.pth",
-    "resnet101": TORCHVISION_URL + "resnet101-63fe2227.pth",
-    "resnet152": TORCHVISION_URL + "resnet152-394f9c45.pth",
-    "resnext50_32x4d": TORCHVISION_URL + "resnext50_32x4d-7cdf4587.pth",
-    "resnext101_32x8d": TORCHVISION_URL + "resnext101_32x8d-8ba56ff5.pth",
-    "wide_resnet50_2": TORCHVISION_URL + "wide_resnet50_2-95faca4d.pth",
-    "wide_resnet101_2": TORCHVISION_URL + "wide_resnet101_2-32ee1156.pth",
-    "drn_c_26": DRN_URL + "drn_c_26-ddedf421.pth",
-    "drn_c_42": DRN_URL + "drn_c_42-9d336e8c.pth",
-    "drn_c_58": DRN_URL + "drn_c_58-0a53a92c.pth",
-    "drn_d_22": DRN_URL + "drn_d_22-4bd2f8ea.pth",
-    "drn_d_38": DRN_URL + "drn_d_38-eebb45f0.pth",
-    "drn_d_54": DRN_URL + "drn_d_54-0e0534ff.pth",
-    "drn_d_105": DRN_URL + "drn_d_105-12b40979.pth",
-    "resnet18d": TIMM_URL + "v0.1-weights/resnet18d_ra2-48a79e06.pth",
-    "resnet26d": TIMM_URL + "v0.1-weights/resnet26d-69e92c46.pth",
-    "resnet34d": TIMM_URL + "v0.1-weights/resnet34d_ra2-f8dcfcaf.pth",
-    "resnet50d": TIMM_URL + "v0.1-weights/resnet50d_ra2-464e36ba.pth",
-    "resnet101d": TIMM_URL + "v0.1-weights/resnet101d_ra2-2803ffab.pth",
-    "resnet152d": TIMM_URL + "v0.1-weights/resnet152d_ra2-5cac0439.pth",
-    "seresnet50": TIMM_URL + "v0.1-weights/seresnet50_ra_224-8efdb4bb.pth",
-    "ecaresnet50d": TIMM_URL + "v0.1-tresnet/ecaresnet50d-93c81e3b.pth",
-    "ecaresnet101d": TIMM_URL + "v0.1-tresnet/ecaresnet101d-153dad65.pth",
-}
-# Registered timm topologies that timm publishes no ImageNet weights for.
-UNTRAINED_IN_TIMM = ("seresnet18", "seresnet34", "seresnet101", "seresnet152")
-
+# The public files, from the metadata registry (resnet_keras.pretrained).
+KERAS_WEIGHTS_URL = pretrained.KERAS_URL
+UNTRAINED_IN_TIMM = pretrained.UNTRAINED_IN_TIMM
+# Registered name -> keras.applications weights name, and that name's md5
+# hashes (with top, without top).
+KERAS_APPLICATIONS = {name: row.file_name.split("_weights_")[0]
+                      for name, row in PRETRAINED.items() if row.file_format == "keras"}
+KERAS_WEIGHTS_HASHES = {KERAS_APPLICATIONS[name]: (row.file_hash, row.notop[1])
+                        for name, row in PRETRAINED.items() if row.file_format == "keras"}
+# PyTorch checkpoints (torchvision, fyu/drn, timm): registered name -> URL.
+TORCH_CHECKPOINTS = {name: row.url for name, row in PRETRAINED.items()
+                     if row.file_format == "torch"}
 # Public ImageNet weights, by registered name: "keras" or "torch".
-IMAGENET_SOURCES = {**{n: "keras" for n in KERAS_APPLICATIONS},
-                    **{n: "torch" for n in TORCH_CHECKPOINTS}}
+IMAGENET_SOURCES = {name: row.file_format for name, row in PRETRAINED.items()}
 
 
 # ---------------------------------------------------------------------------
@@ -143,10 +103,55 @@ def check_weights_arg(weights, model_name, include_top, classes):
                 f"{', '.join(WEIGHT_SUFFIXES)}")
         if path.endswith(TORCH_SUFFIXES) and not weight_files.torch_available():
             raise ValueError(f"weights={path!r}: {weight_files.NEEDS_TORCH}")
+        if path.endswith(SAFETENSORS_SUFFIXES):
+            weight_files.require_safetensors(path)
         return
     raise ValueError(
         f"weights={weights!r} for {model_name}: expected None, 'imagenet' or the "
         "path of an existing weights file")
+
+
+def weights_convention(weights, model_name):
+    """The input convention (see :mod:`resnet_keras.conventions`) that WEIGHTS
+    (checked by :func:`check_weights_arg`) expect; None for ``weights=None``.
+
+    ``"imagenet"``: the source's (:data:`resnet_keras.pretrained.PRETRAINED`).
+    A file with a ``run_config.json`` beside it (a model dir of
+    ``resnet-keras train``): the convention that run recorded. A PyTorch or
+    numpy state dict (torchvision, timm, fyu/drn): ``"torch"``. A Keras file
+    for one of the keras.applications topologies (``resnet50_v1``..,
+    ``resnet50v2``..): keras.applications' convention for it (``"caffe"``,
+    ``"tf"``), since those are the public Keras files of these networks; any
+    other Keras file: ``"torch"``. Pass ``preprocessing=`` to the builder
+    where a file was trained otherwise.
+    """
+    if weights is None:
+        return None
+    if isinstance(weights, str) and weights == "imagenet":
+        return PRETRAINED[model_name].convention
+    path = os.fspath(weights)
+    recorded = _recorded_convention(os.path.join(os.path.dirname(os.path.abspath(path)),
+                                                 "run_config.json"))
+    if recorded is not None:
+        return recorded
+    if path.endswith(STATE_DICT_SUFFIXES):
+        return "torch"
+    if model_name in KERAS_APPLICATIONS:
+        return PRETRAINED[model_name].convention
+    return "torch"
+
+
+def _recorded_convention(config_path):
+    """The ``preprocessing`` a run_config.json at CONFIG_PATH records (runs
+    recorded before it was written all used ``"torch"``), or None."""
+    import json
+
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            value = json.load(f).get("preprocessing", "torch")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if value in CONVENTIONS else None
 
 
 def load_weights(model, weights, model_name):
@@ -155,7 +160,7 @@ def load_weights(model, weights, model_name):
         path = fetch_imagenet(model_name, include_top=_has_layer(model, "predictions"))
     else:
         path = os.fspath(weights)
-    if path.endswith(TORCH_SUFFIXES + NUMPY_SUFFIXES):
+    if path.endswith(STATE_DICT_SUFFIXES):
         state_dict = read_state_dict(path)
         try:
             return load_torch_state_dict(model, state_dict)
@@ -180,17 +185,13 @@ def imagenet_file(model_name, include_top=True):
     The hash is keras.applications' md5 for its files, the sha256 prefix
     in the file name for PyTorch checkpoints.
     """
-    if model_name in KERAS_APPLICATIONS:
-        keras_name = KERAS_APPLICATIONS[model_name]
-        suffix = "" if include_top else "_notop"
-        fname = f"{keras_name}_weights_tf_dim_ordering_tf_kernels{suffix}.h5"
-        return fname, KERAS_WEIGHTS_URL + fname, KERAS_WEIGHTS_HASHES[keras_name][
-            0 if include_top else 1]
-    if model_name in TORCH_CHECKPOINTS:
-        url = TORCH_CHECKPOINTS[model_name]
-        fname = url.rsplit("/", 1)[1]
-        return fname, url, fname.rsplit("-", 1)[1].split(".")[0]
-    raise _no_imagenet(model_name)
+    row = PRETRAINED.get(model_name)
+    if row is None:
+        raise _no_imagenet(model_name)
+    if row.notop is not None and not include_top:
+        fname, file_hash = row.notop
+        return fname, row.url.rsplit("/", 1)[0] + "/" + fname, file_hash
+    return row.file_name, row.url, row.file_hash
 
 
 def _no_imagenet(model_name):
@@ -200,14 +201,35 @@ def _no_imagenet(model_name):
                       "Pass None or a local weights file")
 
 
+def cache_path(file_name):
+    """Where :func:`fetch_imagenet` keeps FILE_NAME: ``$KERAS_HOME/models/`` (default
+    ``~/.keras/models/``), keras.applications' cache."""
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return os.path.join(home, "models", file_name)
+
+
 def fetch_imagenet(model_name, include_top=True):
-    """Local path of the ImageNet weights (downloaded once to ~/.keras/models)."""
+    """Local path of the ImageNet weights (downloaded once to :func:`cache_path`).
+
+    A file already in the cache is used as it is (after its hash check), so
+    on a machine without a network, place the file there. A failed download
+    raises one ValueError saying which file to put where.
+    """
     import keras
 
     fname, url, file_hash = imagenet_file(model_name, include_top)
-    if model_name in KERAS_APPLICATIONS:
-        return keras.utils.get_file(fname, url, cache_subdir="models", file_hash=file_hash)
-    path = keras.utils.get_file(fname, url, cache_subdir="models")
+    keras_file = PRETRAINED[model_name].file_format == "keras"
+    try:
+        path = keras.utils.get_file(fname, url, cache_subdir="models",
+                                    file_hash=file_hash if keras_file else None)
+    except Exception as err:  # network errors come as many types
+        algorithm = "md5" if keras_file else "sha256 starting"
+        raise ValueError(
+            f"could not download the ImageNet weights of {model_name} from {url} "
+            f"({type(err).__name__}); download that file elsewhere and place it at "
+            f"{cache_path(fname)} ({algorithm} {file_hash}), then run again") from None
+    if keras_file:
+        return path
     digest = _sha256(path)
     if not digest.startswith(file_hash):
         raise ValueError(f"{path} has sha256 {digest[:12]}..., expected {file_hash}...: "

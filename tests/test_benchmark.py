@@ -39,13 +39,26 @@ def test_train_suite_reports_every_contender(cifar_subset, tmp_path, capsys):
     assert "x1.00" in out and "matmul peak" in out and "MiB" in out
 
 
+SERVE_LABELS = ["keras model.predict", "SavedModel serving_default", "LiteRT float32",
+                "LiteRT int8 (full-integer)", "ONNX onnxruntime"]
+
+
 @pytest.mark.slow
 def test_serve_and_pipeline_suites(cifar_subset, capsys):
     rows = benchmark.serve_suite("resnet20", 32, classes=10, batch_size=8, warmup=1,
-                                 repeats=2, calls=8)
-    assert [r["label"] for r in rows] == ["keras model.predict", "SavedModel serving_default"]
+                                 repeats=2, calls=8, folder=cifar_subset, calibration_images=10)
+    assert [r["label"] for r in rows][:2] == ["keras model.predict", "SavedModel serving_default"]
+    assert [r["label"] for r in rows] == SERVE_LABELS
     assert all(r["latency_ms"] > 0 and r["throughput"] > 0 for r in rows)
+    assert all(r["latency_p99_ms"] >= r["latency_ms"] and r["size_mb"] > 0 for r in rows)
     assert rows[0]["latency_ratio"] == rows[0]["throughput_ratio"] == 1.0
+    by_label = {r["label"]: r for r in rows}
+    # int8 weights: about a quarter of the float32 file.
+    assert by_label["LiteRT int8 (full-integer)"]["size_mb"] < \
+        0.5 * by_label["LiteRT float32"]["size_mb"]
+    # The LiteRT and onnxruntime processes hold no TensorFlow.
+    assert by_label["LiteRT float32"]["peak_memory_mib"] < \
+        0.5 * by_label["SavedModel serving_default"]["peak_memory_mib"]
     (row,) = benchmark.pipeline_suite(32, batch_size=20, images=100, folder=cifar_subset,
                                       warmup=1)
     assert row["images_per_second"] > 0
@@ -53,9 +66,34 @@ def test_serve_and_pipeline_suites(cifar_subset, capsys):
     assert [r["label"] for r in forward] == ["keras.applications.ResNet50", "resnet20"]
     assert forward[1]["ms_per_batch"] > 0 and forward[0]["ratio"] == 1.0
     lines = benchmark.format_rows(rows + [row] + forward, consumption={32: 10.0})
-    assert "batch 1:" in lines[1] and "what training consumes" in lines[2]
+    serve = len(rows)
+    assert "batch 1:" in lines[1] and "what training consumes" in lines[serve]
+    assert "p99" in lines[2] and " MB " in lines[2]
     assert row["headroom"] == pytest.approx(row["images_per_second"] / 10.0)
-    assert "resnet20 forward" in lines[4] and "ms/batch" in lines[4]
+    assert "resnet20 forward" in lines[serve + 2] and "ms/batch" in lines[serve + 2]
+
+
+def test_serve_skips_a_format_whose_package_is_missing(monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "onnxruntime" else find_spec(name, *a))
+    kept, skipped = benchmark.file_contenders()
+    assert [label for label, _, _ in kept] == SERVE_LABELS[2:4]
+    assert skipped == ["serve: ONNX rows skipped: onnxruntime not installed "
+                       "(pip install 'resnet-keras[onnx]')"]
+
+
+def test_serving_times_percentiles_and_throughput():
+    calls = []
+    times = measure.serving_times(lambda batch: lambda: calls.append(batch), batch_size=4,
+                                  warmup=1, repeats=3, calls=8)
+    assert calls == [1] * (1 + 3 * 8) + [4] * (1 + 3 * 2)
+    assert 0 < times["latency_p50_ms"] <= times["latency_p99_ms"] and times["throughput"] > 0
+    assert measure.percentile([4, 1, 3, 2], 50) == 2.5
+    assert measure.percentile(range(101), 99) == 99
+    assert measure.percentile([7.0], 99) == 7.0
 
 
 @pytest.mark.slow

@@ -58,6 +58,24 @@ def test_info_reports_params_and_macs(capsys):
     assert "11,699,112" in out and "1.814 G" in out
 
 
+def test_info_from_facts_is_what_the_built_model_gives(capsys):
+    """``info NAME`` reads the pinned FACTS (CIFAR ResNets at 32x32 and 10
+    classes); --summary builds the model and must print the same numbers;
+    other sizes and class counts are counted on the built model."""
+    assert cli.main(["info", "resnet20"]) == 0
+    pinned = capsys.readouterr().out
+    assert "input:        32x32x3" in pinned and "output:       (None, 10)" in pinned
+    assert cli.main(["info", "resnet20", "--summary"]) == 0
+    built = capsys.readouterr().out
+    assert "Total params" in built and built.endswith(pinned)
+    assert cli.main(["info", "resnet20", "--image-size", "64", "--classes", "7"]) == 0
+    model = resnet_keras.build_model("resnet20", classes=7, input_shape=(64, 64, 3))
+    out = capsys.readouterr().out
+    assert f"parameters:   {model.count_params():,}\n" in out
+    assert f"multiply-adds {resnet_keras.count_macs(model) / 1e9:.3f} G\n" in out
+    assert "input:        64x64x3\noutput:       (None, 7)\n" in out
+
+
 def test_unknown_model_exits_2_with_one_line():
     result = run_cli("info", "resnet51")
     assert result.returncode == 2
@@ -127,10 +145,10 @@ def test_command_line_quiets_tensorflow_unless_the_user_set_a_level(monkeypatch)
         monkeypatch.setattr(sys, "argv", argv)
         monkeypatch.setattr(sys, "orig_argv", orig_argv)
         monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
-        _startup.import_backend()
+        _startup.set_log_level()
         assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == level, orig_argv
         monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "1")
-        _startup.import_backend()
+        _startup.set_log_level()
         assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "1"
 
 

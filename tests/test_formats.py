@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -22,6 +23,7 @@ CLASSES = list(CIFAR_CLASSES)
 # dtypes as JSON on stdout.
 RUNTIME = r"""
 import json, sys
+import keras
 import numpy as np
 path, images_path, out_path = sys.argv[1:4]
 images = np.load(images_path)
@@ -153,3 +155,24 @@ def test_cli_exports_litert_int8_calibrated_on_the_runs_training_images(model, c
     assert cli.main(["export", "--model-dir", str(model_dir), "--export-dir", base,
                      "--format", "onnx", "--quantize", "float16"]) == 2
     assert "ONNX exports are float32" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt", ["litert", "onnx"])
+def test_a_mixed_precision_model_exports_in_float32(fmt, model, cifar_subset, tmp_path):
+    """A run trained in mixed bfloat16 (the default on CPUs with native
+    bfloat16) exports: the file computes in float32 with the same weights,
+    so it equals the float32 model and the runtimes load it."""
+    pytest.importorskip("onnxruntime" if fmt == "onnx" else "tensorflow")
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        mixed = small_model()
+    finally:
+        keras.config.set_dtype_policy(previous)
+    mixed.set_weights(model.get_weights())
+    images = cifar_test_images(cifar_subset, 2)
+    path = formats.export_file(mixed, str(tmp_path / "export"), fmt=fmt, image_size=32,
+                               class_names=CLASSES)
+    outputs, _ = run_in_fresh_process(path, images, tmp_path)
+    np.testing.assert_allclose(outputs["probabilities"], keras_probabilities(model, images),
+                               atol=1e-4, rtol=0)

@@ -563,7 +563,9 @@ def test_run_record_round_trips_through_json():
                                 train_examples=90, eval_split="train[90:]", num_replicas=1)
     record = record_lib.RunRecord(config, facts)
     raw = json.loads(json.dumps(record.to_json()))
-    assert raw["version"] == 2 and raw["model"] == "resnet20"
+    assert raw["version"] == 3 and raw["model"] == "resnet20"
+    assert (raw["weights"], raw["preprocessing"], raw["freeze_stages"], raw["freeze_bn"]) == \
+        (None, None, 0, False)
     assert raw["model_kwargs"] == {"classes": 2, "input_shape": [32, 32, 3],
                                    "output_stride": 2, "depths": [1, 1, 1]}
     assert record_lib.RunRecord.from_json(raw) == record
@@ -618,7 +620,10 @@ def test_a_model_dir_of_the_old_format_evaluates_exports_and_resumes(
 
     record = record_lib.read_record(str(old))
     recipe = record.config.recipe
-    assert record.version == 2 and record.config.data.holdout is None
+    assert record.version == 3 and record.config.data.holdout is None
+    model = record.config.model
+    assert (model.weights, model.preprocessing, model.freeze_stages, model.freeze_bn) == \
+        (None, "torch", 0, False)
     assert (recipe.nesterov, recipe.ema_decay, recipe.eval_flip) == (False, 0.0, False)
     assert record.config.model.model_kwargs == {"depths": [1, 1, 1]}
     assert record.build_kwargs == json.loads(text)["model_kwargs"]
@@ -634,5 +639,6 @@ def test_a_model_dir_of_the_old_format_evaluates_exports_and_resumes(
     assert (resumed.initial_step, resumed.steps) == (6, 9)
     assert resumed.config["recipe"]["mixed_precision"] is precision
     written = rundir.read_run_config(str(old))
-    assert written["version"] == 2 and written["recipe"]["nesterov"] is False
+    assert written["version"] == 3 and written["recipe"]["nesterov"] is False
+    assert written["preprocessing"] == "torch" and written["weights"] is None
     assert written["result"]["steps"] == 9

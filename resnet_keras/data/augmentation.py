@@ -8,6 +8,7 @@ same seed gives the same images on any number of threads or replicas.
 import tensorflow as tf
 
 from resnet_keras import preprocessing
+from resnet_keras.conventions import DEFAULT_CONVENTION
 
 PAD = 4
 CROP_SCALE = (0.08, 1.0)
@@ -24,11 +25,11 @@ def resize_if_needed(image, size):
     return tf.ensure_shape(image, [size, size, 3])
 
 
-def augment_small_batch(images, seed):
+def augment_small_batch(images, seed, convention=DEFAULT_CONVENTION):
     """CIFAR recipe on a batch [B, S, S, 3]: pad 4, random crop, horizontal flip.
 
-    ``seed``: a stateless seed pair for the whole batch. Returns normalised
-    float32 images.
+    ``seed``: a stateless seed pair for the whole batch. Returns float32
+    images in the input CONVENTION.
     """
     images = tf.cast(images, tf.float32)
     batch, size = tf.shape(images)[0], images.shape[1]
@@ -40,7 +41,7 @@ def augment_small_batch(images, seed):
     cols = offsets[:, 1:] + window
     cropped = tf.gather(tf.gather(padded, rows, axis=1, batch_dims=1), cols, axis=2, batch_dims=1)
     flipped = tf.where(flips[:, None, None, None], tf.reverse(cropped, axis=[2]), cropped)
-    return preprocessing.normalize(flipped)
+    return preprocessing.normalize(flipped, convention)
 
 
 def augment_large(image, size, seed):
@@ -60,14 +61,15 @@ def _random_flip(image, seed):
     return tf.cond(flip > 0, lambda: tf.image.flip_left_right(image), lambda: image)
 
 
-def augment(image, image_size, seed):
-    """Training augmentation of one uint8 image -> normalised float32 [S, S, 3].
+def augment(image, image_size, seed, convention=DEFAULT_CONVENTION):
+    """Training augmentation of one uint8 image -> float32 [S, S, 3] in the
+    input CONVENTION.
 
     Small sizes: resize if needed, pad 4, random crop, flip; larger: random
     resized crop and flip. ``seed``: a stateless seed pair.
     """
     size = int(image_size)
     if preprocessing.is_small(size):
-        return augment_small_batch(resize_if_needed(image, size)[None], seed)[0]
+        return augment_small_batch(resize_if_needed(image, size)[None], seed, convention)[0]
     return preprocessing.normalize(tf.ensure_shape(augment_large(image, size, seed),
-                                                   [size, size, 3]))
+                                                   [size, size, 3]), convention)

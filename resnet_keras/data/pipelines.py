@@ -14,6 +14,7 @@ import random
 import tensorflow as tf
 
 from resnet_keras import preprocessing
+from resnet_keras.conventions import DEFAULT_CONVENTION
 from resnet_keras.data.augmentation import augment, augment_small_batch, resize_if_needed
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -50,8 +51,11 @@ def _epoch_seed(seed, epoch):
 
 def train_pipeline(ds, image_size, batch_size, seed=None, cache=False, *,
                    num_examples=None, start_step=0, shuffle_buffer=None,
-                   input_context=None):
+                   input_context=None, convention=DEFAULT_CONVENTION):
     """Endless, shuffled, augmented batches of (float32 images, int64 labels).
+
+    Images come out in the input CONVENTION ("torch", "caffe" or "tf"; see
+    :mod:`resnet_keras.conventions`).
 
     ``batch_size`` is the global batch. With an ``input_context`` (from
     :func:`distribute`) this pipeline yields only its replicas' slices of each
@@ -77,7 +81,7 @@ def train_pipeline(ds, image_size, batch_size, seed=None, cache=False, *,
     stream = stream.enumerate(start=consumed)
     per_replica, stream = _slice_for_pipeline(stream, batch_size, input_context)
     return _augmented_batches(stream, int(image_size), per_replica, seed,
-                              deterministic).prefetch(AUTOTUNE)
+                              deterministic, convention).prefetch(AUTOTUNE)
 
 
 def _fail_if_empty(ds, stream):
@@ -112,7 +116,7 @@ def _placeholder(spec):
     return tf.nest.map_structure(value, spec)
 
 
-def _augmented_batches(stream, size, batch, seed, deterministic):
+def _augmented_batches(stream, size, batch, seed, deterministic, convention):
     """(position, (image, label)) -> augmented batches; randomness from (seed, position).
 
     Small images are resized per image and augmented per batch (vectorised,
@@ -124,8 +128,8 @@ def _augmented_batches(stream, size, batch, seed, deterministic):
 
     if not preprocessing.is_small(size):
         stream = stream.map(
-            lambda position, example: (augment(example[0], size, position_seed(position)),
-                                       example[1]),
+            lambda position, example: (augment(example[0], size, position_seed(position),
+                                               convention), example[1]),
             num_parallel_calls=AUTOTUNE, deterministic=deterministic)
         return stream.batch(batch, drop_remainder=True)
     stream = stream.map(
@@ -134,7 +138,7 @@ def _augmented_batches(stream, size, batch, seed, deterministic):
     stream = stream.batch(batch, drop_remainder=True)
     return stream.map(
         lambda positions, images, labels: (
-            augment_small_batch(images, position_seed(positions[0])), labels),
+            augment_small_batch(images, position_seed(positions[0]), convention), labels),
         num_parallel_calls=AUTOTUNE, deterministic=deterministic)
 
 
@@ -162,8 +166,10 @@ def _slice_for_pipeline(stream, batch_size, input_context):
     return per_replica, mine
 
 
-def eval_pipeline(ds, image_size, batch_size, cache=False, *, input_context=None):
-    """Batches of (float32 images, labels) for evaluation: resize/centre crop, no shuffle.
+def eval_pipeline(ds, image_size, batch_size, cache=False, *, input_context=None,
+                  convention=DEFAULT_CONVENTION):
+    """Batches of (float32 images, labels) for evaluation: resize/centre crop, no
+    shuffle; images in the input CONVENTION.
 
     With an ``input_context`` the split is sharded across input pipelines and
     ``batch_size`` (global) is split across replicas; the last batch may be short.
@@ -174,8 +180,9 @@ def eval_pipeline(ds, image_size, batch_size, cache=False, *, input_context=None
         batch_size = input_context.get_per_replica_batch_size(batch_size)
     if cache:
         ds = ds.cache()
-    ds = ds.map(lambda image, label: (preprocessing.eval_transform(image, image_size), label),
-                num_parallel_calls=AUTOTUNE)
+    ds = ds.map(lambda image, label: (
+        preprocessing.eval_transform(image, image_size, convention), label),
+        num_parallel_calls=AUTOTUNE)
     return ds.batch(batch_size).prefetch(AUTOTUNE)
 
 

@@ -22,6 +22,14 @@ per-device precision default and with float32). Hardware efficiency is the
 training FLOP rate (3 x 2 x multiply-adds per image) over the peak of a
 large matrix product at the same precision, measured in the same process.
 
+The serving suite times Keras ``predict`` (the baseline), the SavedModel as
+TF Serving loads it, and the LiteRT float32, LiteRT full-integer int8
+(calibrated on real training images) and ONNX files of ``resnet-keras
+export``, each in its own runtime (ai-edge-litert, onnxruntime) with one
+thread per CPU: p50 and p99 latency at batch 1, images/second at batch N and
+the size of the model file (of the folder, for the SavedModel). A format
+whose packages are missing is skipped with one line naming them.
+
 The ``jax`` suite is the GPU benchmark: keras.applications.ResNet50 and the
 resnet_keras model through Keras ``fit`` on the JAX backend, in float32 and
 mixed bfloat16, printed beside published ResNet-50 figures for the GPU class.
@@ -39,7 +47,7 @@ import tempfile
 import time
 
 from resnet_keras.experiments.contenders import run_in_child
-from resnet_keras.experiments.measure import machine_line
+from resnet_keras.experiments.measure import cpu_threads, machine_line, size_mb
 
 
 # --------------------------------------------------------------------------
@@ -157,34 +165,89 @@ def published_gpu_lines(device):
     return []
 
 
+# The serving rows after Keras predict (the baseline) and the SavedModel: files
+# written by resnet_keras.formats, each run by its own runtime. (label, format,
+# quantize); a format's rows need the packages of FORMAT_PACKAGES.
+FILE_CONTENDERS = (("LiteRT float32", "litert", "none"),
+                   ("LiteRT int8 (full-integer)", "litert", "int8"),
+                   ("ONNX onnxruntime", "onnx", "none"))
+FORMAT_PACKAGES = {"litert": ("LiteRT", ("ai_edge_litert", "ai-edge-litert")),
+                   "onnx": ("ONNX", ("tf2onnx", "tf2onnx"), ("onnxruntime", "onnxruntime"))}
+
+
+def file_contenders():
+    """The FILE_CONTENDERS whose packages are installed, and one line per format skipped."""
+    import importlib.util
+
+    kept, skipped = [], []
+    for fmt, (shown, *packages) in FORMAT_PACKAGES.items():
+        missing = [dist for module, dist in packages if importlib.util.find_spec(module) is None]
+        if missing:
+            skipped.append(f"serve: {shown} rows skipped: {' and '.join(missing)} not "
+                           f"installed (pip install 'resnet-keras[{fmt}]')")
+        else:
+            kept += [row for row in FILE_CONTENDERS if row[1] == fmt]
+    return kept, skipped
+
+
 def serve_suite(model="resnet50", image_size=224, classes=1000, batch_size=32, warmup=2,
-                repeats=5, calls=32):
-    """SavedModel (loaded as TF Serving loads it) against Keras predict, batch 1 and N."""
+                repeats=5, calls=32, folder=None, calibration_images=None):
+    """Keras predict, the SavedModel (loaded as TF Serving loads it), LiteRT float32
+    and int8 and onnxruntime: p50 and p99 latency at batch 1, images/second at
+    batch N and the model's size. int8 calibrates on CALIBRATION_IMAGES training
+    images of FOLDER (default: the offline CIFAR-10; 200 images)."""
+    files, skipped = file_contenders()
+    for line in skipped:
+        _say(line)
     with tempfile.TemporaryDirectory() as workdir:
         keras_file = os.path.join(workdir, "model.keras")
+        if any(quantize == "int8" for _, _, quantize in files):
+            folder = _calibration_folder(folder, workdir, calibration_images)
         _say(f"serve: exporting {model} at {image_size}x{image_size} ...")
-        exported = run_in_child({"job": "export", "model": model, "image_size": image_size,
-                                 "classes": classes, "keras_file": keras_file,
-                                 "export_base": os.path.join(workdir, "export")})
-        common = {"job": "serve", "image_size": image_size, "batch_size": batch_size,
-                  "warmup": warmup, "repeats": repeats, "calls": calls,
-                  "keras_file": keras_file, "export_dir": exported["export_dir"]}
-        rows = []
-        for label, kind in (("keras model.predict", "predict"),
-                            ("SavedModel serving_default", "savedmodel")):
-            _say(f"serve: {label} ...")
-            result = run_in_child(dict(common, kind=kind, label=label))
-            rows.append({"suite": "serve", "label": label, "model": model,
-                         "image_size": image_size,
-                         "latency_ms": 1e3 * result["batch_seconds"]["1"],
-                         "throughput": batch_size / result["batch_seconds"][str(batch_size)],
-                         "batch_size": batch_size,
-                         "peak_memory_mib": result["peak_memory_mib"]})
+        exported = run_in_child({
+            "job": "export", "model": model, "image_size": image_size, "classes": classes,
+            "keras_file": keras_file, "export_base": os.path.join(workdir, "export"),
+            "files": [[fmt, quantize] for _, fmt, quantize in files],
+            "files_dir": os.path.join(workdir, "files"), "calibration_folder": folder,
+            "calibration_images": calibration_images})
+        contenders = [("keras model.predict", "predict", keras_file),
+                      ("SavedModel serving_default", "savedmodel", exported["export_dir"])]
+        contenders += [(label, fmt, path)
+                       for (label, fmt, _), path in zip(files, exported["files"])]
+        common = {"job": "serve", "model": model, "image_size": image_size,
+                  "batch_size": batch_size, "warmup": warmup, "repeats": repeats,
+                  "calls": calls, "threads": cpu_threads()}
+        rows = [_serve_row(common, label, kind, path) for label, kind, path in contenders]
     base = rows[0]
     for row in rows:
         row["latency_ratio"] = base["latency_ms"] / row["latency_ms"]
         row["throughput_ratio"] = row["throughput"] / base["throughput"]
     return rows
+
+
+def _calibration_folder(folder, workdir, count):
+    """FOLDER, else a subset of the offline CIFAR-10 in WORKDIR, else None (random pixels)."""
+    if folder:
+        return folder
+    from resnet_keras import data, formats
+
+    archive = data.default_cifar10_archive()
+    if not os.path.isfile(archive):
+        _say(f"serve: int8 calibrates on random pixels (no --data, no {archive})")
+        return None
+    per_class = -(-(count or formats.REPRESENTATIVE_IMAGES) // 10)
+    return data.extract_subset(archive, os.path.join(workdir, "calibration"), per_class, 1)
+
+
+def _serve_row(common, label, kind, path):
+    """One serving path timed in a child: a serve row (latency_ms is the p50)."""
+    _say(f"serve: {label} ...")
+    result = run_in_child(dict(common, kind=kind, path=path, label=label))
+    return {"suite": "serve", "label": label, "model": common["model"],
+            "image_size": common["image_size"], "latency_ms": result["latency_p50_ms"],
+            "latency_p99_ms": result["latency_p99_ms"], "throughput": result["throughput"],
+            "batch_size": common["batch_size"], "size_mb": size_mb(path),
+            "peak_memory_mib": result["peak_memory_mib"]}
 
 
 def pipeline_suite(image_size=32, batch_size=128, images=20000, folder=None, warmup=5):
@@ -239,9 +302,10 @@ def format_rows(rows, consumption=None):
                 f"{row['matmul_peak'] / 1e9:.0f}  {row['peak_memory_mib']:6.0f} MiB")
         elif row["suite"] == "serve":
             lines.append(
-                f"{row['label']:46s} batch 1: {row['latency_ms']:8.1f} ms "
-                f"(x{row['latency_ratio']:.2f})  batch {row['batch_size']}: "
-                f"{row['throughput']:7.1f} img/s (x{row['throughput_ratio']:.2f})  "
+                f"{row['label']:28s} batch 1: p50 {row['latency_ms']:7.2f} ms "
+                f"p99 {row['latency_p99_ms']:7.2f} ms (x{row['latency_ratio']:.2f})  "
+                f"batch {row['batch_size']}: {row['throughput']:7.1f} img/s "
+                f"(x{row['throughput_ratio']:.2f})  {row['size_mb']:6.1f} MB  "
                 f"{row['peak_memory_mib']:6.0f} MiB")
         elif row["suite"] == "forward":
             lines.append(
@@ -284,7 +348,7 @@ def run_suites(args):
     if args.suite in ("serve", "all"):
         model, size, classes = (("resnet50", 224, 1000) if everything
                                 else (args.model, args.image_size, args.classes))
-        rows += serve_suite(model, size, classes, repeats=args.repeats)
+        rows += serve_suite(model, size, classes, repeats=args.repeats, folder=args.data)
     if args.suite in ("pipeline", "all"):
         configs = ALL_PIPELINE if everything else [(args.image_size, args.batch_size, 20000)]
         for size, batch, images in configs:

@@ -5,6 +5,10 @@ JOB`` with the job as JSON; the child runs it (:func:`run_job`) and prints
 its result, with the process's peak resident memory, on a line tagged
 ``RESULT_TAG``. A contender's memory is then its own, and no contender
 inherits another's compiled functions or thread pools.
+
+The LiteRT and onnxruntime jobs import nothing but numpy and their runtime:
+their processes hold neither TensorFlow nor Keras, as on a device that serves
+the file, so their start-up and memory are the runtime's own.
 """
 import json
 import os
@@ -14,7 +18,7 @@ import tempfile
 import time
 
 from resnet_keras.experiments.measure import (MATMUL_SIZE, StepTimer, matmul_peak,
-                                              median_seconds, peak_memory_mib)
+                                              median_seconds, peak_memory_mib, serving_times)
 
 RESULT_TAG = "BENCHMARK-RESULT "
 
@@ -139,48 +143,129 @@ def _jax_device_line():
 
 
 def _serve_job(job):
-    """Latency (batch 1) and throughput (batch N) of one serving path."""
+    """Latency (batch 1: p50, p99) and throughput (batch N) of one serving path.
+
+    Every path takes the same uint8 pixels and is timed by the same
+    :func:`~resnet_keras.experiments.measure.serving_times`.
+    """
     import numpy as np
+
+    size, rng = job["image_size"], np.random.RandomState(0)
+    prepare = SERVING[job["kind"]](job)
+
+    def call_for_batch(batch):
+        return prepare(rng.randint(0, 256, (batch, size, size, 3)).astype(np.uint8))
+
+    return serving_times(call_for_batch, job["batch_size"], job["warmup"], job["repeats"],
+                         job["calls"])
+
+
+def _predict_serving(job):
+    """Keras ``model.predict`` of the .keras file on images normalised beforehand."""
+    import keras
     import tensorflow as tf
 
-    from resnet_keras import export, preprocessing
+    from resnet_keras import preprocessing
 
-    size, timings = job["image_size"], {}
-    rng = np.random.RandomState(0)
-    for batch in (1, job["batch_size"]):
-        pixels = rng.randint(0, 256, (batch, size, size, 3)).astype(np.uint8)
-        if job["kind"] == "savedmodel":
-            loaded = export.load_serving(job["export_dir"])  # tag "serve", by signature name
-            signature = export.get_signature(loaded, export.SERVING_DEFAULT)
-            images = tf.constant(pixels)
-            fn = lambda: signature(images=images)["probabilities"].numpy()  # noqa: E731
-        else:
-            import keras
+    model = keras.saving.load_model(job["path"], compile=False)
 
-            model = keras.saving.load_model(job["keras_file"], compile=False)
-            floats = preprocessing.eval_transform(tf.constant(pixels), size).numpy()
-            fn = lambda: model.predict(floats, batch_size=batch, verbose=0)  # noqa: E731
-        calls = max(1, job["calls"] // batch)
-        timings[batch] = median_seconds(fn, job["warmup"], job["repeats"], calls)
-    return {"batch_seconds": {str(k): v for k, v in timings.items()}}
+    def prepare(pixels):
+        floats = preprocessing.eval_transform(tf.constant(pixels), job["image_size"]).numpy()
+        return lambda: model.predict(floats, batch_size=len(floats), verbose=0)
+
+    return prepare
+
+
+def _savedmodel_serving(job):
+    """The SavedModel's ``serving_default``, loaded as TF Serving loads it (tag "serve")."""
+    import tensorflow as tf
+
+    from resnet_keras import export
+
+    signature = export.get_signature(export.load_serving(job["path"]), export.SERVING_DEFAULT)
+
+    def prepare(pixels):
+        images = tf.constant(pixels)
+        return lambda: signature(images=images)["probabilities"].numpy()
+
+    return prepare
+
+
+def _litert_serving(job):
+    """The .tflite file in ai-edge-litert's interpreter, one thread per CPU."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=job["path"], num_threads=job["threads"])
+    (images,) = interpreter.get_input_details()
+    outputs = [detail["index"] for detail in interpreter.get_output_details()]
+
+    def prepare(pixels):
+        interpreter.resize_tensor_input(images["index"], pixels.shape)
+        interpreter.allocate_tensors()
+
+        def serve():
+            interpreter.set_tensor(images["index"], pixels)
+            interpreter.invoke()
+            return [interpreter.get_tensor(index) for index in outputs]
+
+        return serve
+
+    return prepare
+
+
+def _onnx_serving(job):
+    """The .onnx file in an onnxruntime CPU session, one thread per CPU."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = job["threads"]
+    session = onnxruntime.InferenceSession(job["path"], options,
+                                           providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda pixels: lambda: session.run(None, {name: pixels})
+
+
+# The serving paths by job kind: each loads its model once and returns
+# ``prepare(uint8 pixels) -> a function serving them``.
+SERVING = {"predict": _predict_serving, "savedmodel": _savedmodel_serving,
+           "litert": _litert_serving, "onnx": _onnx_serving}
 
 
 def _export_job(job):
-    """Build the seeded model once; write it as .keras and as a SavedModel."""
+    """Build the seeded model once; write it as .keras, as a SavedModel and as the
+    LiteRT / ONNX files of ``job["files"]`` (``[format, quantize]`` pairs)."""
     import keras
 
     import resnet_keras
-    from resnet_keras import export
+    from resnet_keras import export, formats
 
     keras.utils.set_random_seed(0)
     size, classes = job["image_size"], job["classes"]
     model = resnet_keras.build_model(job["model"], classes=classes,
                                      input_shape=(size, size, 3))
     model.save(job["keras_file"])
-    version_dir = export.export_saved_model(
-        model, job["export_base"], image_size=size,
-        class_names=[f"class_{i}" for i in range(classes)])
-    return {"export_dir": version_dir, "params": model.count_params()}
+    names = [f"class_{i}" for i in range(classes)]
+    version_dir = export.export_saved_model(model, job["export_base"], image_size=size,
+                                            class_names=names)
+    files = []
+    for fmt, quantize in job.get("files", ()):
+        images = _calibration_images(job) if quantize == "int8" else None
+        files.append(formats.export_file(model, job["files_dir"], fmt=fmt, image_size=size,
+                                         class_names=names, quantize=quantize,
+                                         representative_images=images))
+    return {"export_dir": version_dir, "files": files, "params": model.count_params()}
+
+
+def _calibration_images(job):
+    """int8 calibration images: the folder's first training images, else random pixels."""
+    import numpy as np
+
+    from resnet_keras import formats
+
+    size, count = job["image_size"], job.get("calibration_images") or formats.REPRESENTATIVE_IMAGES
+    if job.get("calibration_folder"):
+        return formats.training_images(f"folder:{job['calibration_folder']}", None, size, count)
+    return np.random.RandomState(0).randint(0, 256, (count, size, size, 3)).astype(np.uint8)
 
 
 def _pipeline_job(job):

@@ -1,9 +1,14 @@
 """What a benchmark measures in its own process: times, peak memory, the machine.
 
-:func:`matmul_peak` is the hardware's reference rate (a large matrix
-product at a given precision); :func:`machine_line` names the CPU, the
-flags that decide its kernels, the GPUs and the TensorFlow and Keras
-versions, in one line.
+:func:`serving_times` times every serving runtime the same way (p50 and p99
+latency at batch 1, throughput at batch N); :func:`matmul_peak` is the
+hardware's reference rate (a large matrix product at a given precision);
+:func:`machine_line` names the CPU, the flags that decide its kernels, the
+GPUs and the TensorFlow and Keras versions, in one line.
+
+Only the standard library is imported at the top (Keras and JAX inside the
+functions that use them): the LiteRT and onnxruntime contenders use this
+module in processes that hold no TensorFlow.
 """
 import importlib.metadata
 import os
@@ -15,8 +20,21 @@ import time
 MATMUL_SIZE = 2048
 
 
-def peak_memory_mib():
-    """Peak resident memory of this process so far, in MiB (Linux: ru_maxrss in KiB)."""
+def peak_memory_mib(status="/proc/self/status"):
+    """Peak resident memory of this process so far, in MiB.
+
+    Linux: ``VmHWM`` of /proc/self/status, this program's own. (``ru_maxrss``
+    also counts the parent's resident memory at the fork: a child of a
+    process holding TensorFlow would report TensorFlow's memory too.)
+    Elsewhere: ``ru_maxrss`` (bytes on macOS).
+    """
+    try:
+        with open(status) as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     scale = 1 if sys.platform == "darwin" else 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
@@ -32,6 +50,60 @@ def median_seconds(fn, warmup, repeats, calls=1):
             fn()
         times.append((time.perf_counter() - start) / calls)
     return statistics.median(times)
+
+
+def call_seconds(fn, warmup, count):
+    """The time of each of COUNT calls of FN, timed one by one, after WARMUP calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(count):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def percentile(samples, q):
+    """The Q-th percentile of SAMPLES, interpolated linearly between ranks (as numpy)."""
+    ordered = sorted(samples)
+    rank = (len(ordered) - 1) * q / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def serving_times(call_for_batch, batch_size, warmup, repeats, calls):
+    """Latency and throughput of one serving path, measured alike for every runtime.
+
+    ``call_for_batch(n)`` returns a function that serves one batch of n
+    images; the batch-1 function is done with before the batch-N one is
+    asked for. Batch 1: REPEATS x CALLS single-image calls, each timed alone,
+    give the p50 and p99 latency in ms. Batch BATCH_SIZE: the median over
+    REPEATS of the mean of CALLS // BATCH_SIZE calls gives images/second.
+    """
+    single = call_seconds(call_for_batch(1), warmup, repeats * calls)
+    seconds = median_seconds(call_for_batch(batch_size), warmup, repeats,
+                             max(1, calls // batch_size))
+    return {"latency_p50_ms": 1e3 * percentile(single, 50),
+            "latency_p99_ms": 1e3 * percentile(single, 99),
+            "throughput": batch_size / seconds}
+
+
+def size_mb(path):
+    """The size of the file PATH, or of all files below the folder PATH, in MB (10^6 bytes)."""
+    if not os.path.isdir(path):
+        return os.path.getsize(path) / 1e6
+    return sum(os.path.getsize(os.path.join(folder, name))
+               for folder, _, names in os.walk(path) for name in names) / 1e6
+
+
+def cpu_threads():
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 def matmul_peak(dtype="float32", size=MATMUL_SIZE, repeats=7):
@@ -94,7 +166,7 @@ class StepTimer:
         return gaps[warmup:]
 
 
-KERNEL_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8")
+KERNEL_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 
 
 def machine_line(cpuinfo="/proc/cpuinfo"):

@@ -8,15 +8,13 @@ import csv
 import json
 import os
 
+from resnet_keras.atomic import write_atomic
 from resnet_keras.experiments.measure import machine_line
 
 
 def write_json(path, value):
     """Write VALUE to PATH as JSON, atomically (a temporary file, then a rename)."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(value, indent=2, sort_keys=True))
 
 
 COLUMNS = ("label", "model", "params", "flops", "epochs", "wall_time", "top1", "top5")
@@ -88,7 +86,7 @@ def write_report(out_dir, spec, rows, dataset, command):
         f.write("\n".join(text) + "\n")
 
 
-def _pyplot():
+def pyplot():
     try:
         import matplotlib
     except ImportError:
@@ -103,7 +101,7 @@ def _pyplot():
 
 def write_plots(out_dir, rows):
     """accuracy_vs_epochs.png and accuracy_vs_flops.png; their file names."""
-    plt, ticker = _pyplot()
+    plt, ticker = pyplot()
     names = ("accuracy_vs_epochs.png", "accuracy_vs_flops.png")
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for r in rows:

@@ -48,6 +48,12 @@ class Checkpoints:
         self.last_saved = None  # (step, path) of the newest readable checkpoint
         self.manager = self._manager()
 
+    @staticmethod
+    def exist(model_dir):
+        """Whether MODEL_DIR's backup folder holds a checkpoint."""
+        backup = rundir.path(model_dir, rundir.BACKUP_DIR)
+        return bool(glob.glob(os.path.join(glob.escape(backup), "ckpt-*.index")))
+
     def _manager(self):
         return tf.train.CheckpointManager(self.checkpoint, self.directory, max_to_keep=self.KEEP)
 

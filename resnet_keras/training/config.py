@@ -1,7 +1,8 @@
 """The options of a training run: one typed, frozen :class:`TrainConfig`.
 
     TrainConfig
-      .model   ModelConfig   the network: name, output_stride, model_kwargs
+      .model   ModelConfig   the network: name, output_stride, model_kwargs, the weights
+                           it starts from, their preprocessing, frozen parts
       .data    DataConfig    dataset, data_dir, image_size, batch_size, train_subset,
                              holdout, cache, steps_per_epoch
       .recipe  Recipe        optimizer, learning rate and schedule, regularisation,
@@ -22,7 +23,10 @@ ValueError naming it and what is allowed.
 """
 import dataclasses
 import math
+import os
 from typing import Optional
+
+from resnet_keras.conventions import CONVENTIONS
 
 STRATEGIES = ("auto", "mirrored", "multi-worker", "one-device")
 OPTIMIZERS = ("sgd", "adamw")
@@ -131,6 +135,19 @@ class ModelConfig(_Section):
         help="total downsampling; smaller values dilate the last stages instead")
     model_kwargs: dict = option(
         dict, help="extra build_model arguments, e.g. {'depths': (1, 1, 1)} (Python only)")
+    weights: Optional[str] = option(
+        None, flag="--weights",
+        help="start from these weights: imagenet, a weights file (.keras, .weights.h5, .h5, "
+             ".npz, .pth, .safetensors) or the model dir of a run; another class count "
+             "re-initialises the classifier")
+    preprocessing: Optional[str] = option(
+        None, flag="--preprocessing", kind="choice", choices=CONVENTIONS,
+        label="preprocessing convention",
+        help="input convention (default: the weights' own, else torch)")
+    freeze_stages: int = option(0, flag="--freeze-stages", kind="int",
+                                help="do not train the stem and the first N stages")
+    freeze_bn: bool = option(False, flag="--freeze-bn", kind="switch",
+                             help="BatchNorm in inference mode, its statistics frozen")
 
     def __post_init__(self):
         kwargs = dict(self.model_kwargs or {})
@@ -142,7 +159,11 @@ class ModelConfig(_Section):
                     f"model_kwargs output_stride {stride}; give it once")
             object.__setattr__(self, "output_stride", stride)
         object.__setattr__(self, "model_kwargs", kwargs)
+        if self.weights is not None:
+            object.__setattr__(self, "weights", os.fspath(self.weights))
         super().__post_init__()
+        if self.freeze_stages < 0:
+            raise ValueError(f"freeze stages must be 0 or more, got {self.freeze_stages!r}")
 
 
 @dataclasses.dataclass(frozen=True)

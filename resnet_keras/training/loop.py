@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from resnet_keras import data as data_lib
 from resnet_keras import rundir
+from resnet_keras.conventions import DEFAULT_CONVENTION
 from resnet_keras.training.steps import Sums
 from resnet_keras.training.summaries import SAMPLE_IMAGES, Logs
 
@@ -83,11 +84,14 @@ def make_datasets(record, data, strategy, start_step):
     holdout = cfg.data.holdout
     evaluation = data.train.skip(data.num_train - holdout) if holdout else data.eval
     buffer = data_lib.shuffle_buffer_size(examples, data.native_size)
+    convention = cfg.model.preprocessing or DEFAULT_CONVENTION
     train_dist = data_lib.distribute(strategy, lambda ctx: data_lib.train_pipeline(
         train, size, batch, seed=cfg.run.seed, cache=cfg.data.cache, num_examples=examples,
-        start_step=start_step, shuffle_buffer=buffer, input_context=ctx), batch)
+        start_step=start_step, shuffle_buffer=buffer, input_context=ctx,
+        convention=convention), batch)
     eval_dist = data_lib.distribute(strategy, lambda ctx: data_lib.eval_pipeline(
-        evaluation, size, batch, cache=cfg.data.cache, input_context=ctx), batch)
+        evaluation, size, batch, cache=cfg.data.cache, input_context=ctx,
+        convention=convention), batch)
     return train_dist, eval_dist
 
 

@@ -7,10 +7,13 @@ complete ``build_model`` arguments: classes, input_shape, output_stride and
 the extra ones), the resolved recipe under ``recipe``, the facts
 (``class_names``, ``num_classes``, ``steps_per_epoch``, ``total_steps``,
 ``train_examples``, ``eval_split``, ``num_replicas``, ``result``) and
-``"version": 2``. Files written before the version field (version 1: no
-``holdout``, a recipe without ``nesterov``, ``ema_decay``, ``eval_flip``)
-are upgraded when read, so their model dirs still resume, evaluate and
-export.
+the weights the run started from with their input convention and the
+frozen parts (``weights``, ``preprocessing``, ``freeze_stages``,
+``freeze_bn``) and ``"version": 3``. Older files are upgraded when read, so
+their model dirs still resume, evaluate and export: version 1 (no version
+field: no ``holdout``, a recipe without ``nesterov``, ``ema_decay``,
+``eval_flip``) and version 2 (no weights: trained from scratch on the
+``"torch"`` convention).
 """
 import dataclasses
 import json
@@ -20,14 +23,19 @@ from typing import Optional
 from resnet_keras import rundir
 from resnet_keras.training.config import SECTIONS, ModelConfig, Recipe, TrainConfig
 
-VERSION = 2
+VERSION = 3
 # Keys that identify a run: a model dir holding a run that differs in one of
 # them is refused rather than overwritten.
-IDENTITY_KEYS = ("model", "model_kwargs", "dataset", "num_classes", "holdout")
-# What version 1 files may lack, with the value that reproduces their runs.
+IDENTITY_KEYS = ("model", "model_kwargs", "dataset", "num_classes", "holdout", "weights",
+                 "preprocessing", "freeze_stages", "freeze_bn")
+# What older files may lack, with the value that reproduces their runs.
 _V1_RECIPE_DEFAULTS = {"nesterov": False, "ema_decay": 0.0, "eval_flip": False,
                        "warmup_epochs": None}
 _V1_DEFAULTS = {"holdout": None}
+_V2_DEFAULTS = {"weights": None, "preprocessing": "torch", "freeze_stages": 0,
+                "freeze_bn": False}
+# ModelConfig fields stored as top-level keys under their own names.
+_MODEL_KEYS = ("weights", "preprocessing", "freeze_stages", "freeze_bn")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +76,8 @@ class RunRecord:
         c = self.config
         return {"model": c.model.name, "model_kwargs": self.build_kwargs,
                 "dataset": c.data.dataset, "num_classes": self.facts.num_classes,
-                "holdout": c.data.holdout}
+                "holdout": c.data.holdout,
+                **{key: getattr(c.model, key) for key in _MODEL_KEYS}}
 
     def with_result(self, result):
         return dataclasses.replace(self, facts=dataclasses.replace(self.facts, result=result))
@@ -77,7 +86,8 @@ class RunRecord:
         """The run_config.json object."""
         c = self.config
         out = {"version": self.version, "model": c.model.name,
-               "model_kwargs": self.build_kwargs, "recipe": c.recipe.to_dict()}
+               "model_kwargs": self.build_kwargs, "recipe": c.recipe.to_dict(),
+               **{key: getattr(c.model, key) for key in _MODEL_KEYS}}
         out.update(c.data.to_dict())
         out.update(c.run.to_dict())
         facts = dataclasses.asdict(self.facts)
@@ -97,7 +107,8 @@ class RunRecord:
             kwargs.pop("input_shape")
         model = ModelConfig.from_record({"name": raw.get("model"),
                                          "output_stride": kwargs.pop("output_stride", None),
-                                         "model_kwargs": kwargs})
+                                         "model_kwargs": kwargs,
+                                         **{key: raw[key] for key in _MODEL_KEYS if key in raw}})
         sections = {"model": model, "recipe": Recipe.from_record(raw.get("recipe") or {})}
         for name, section in SECTIONS:
             if name not in sections:
@@ -117,6 +128,10 @@ def upgrade(raw):
         if "recipe" in raw:
             raw["recipe"] = recipe
         for key, value in _V1_DEFAULTS.items():
+            raw.setdefault(key, value)
+        raw["version"] = 2
+    if raw["version"] == 2:
+        for key, value in _V2_DEFAULTS.items():
             raw.setdefault(key, value)
         raw["version"] = VERSION
     return raw
@@ -156,6 +171,9 @@ def check_same_run(model_dir, stored, record):
 
 
 def load_trained(model_dir):
-    """(keras model, :class:`RunRecord`) of the best or final model in MODEL_DIR."""
+    """(keras model, :class:`RunRecord`) of the best or final model in MODEL_DIR;
+    the model's ``preprocessing`` is the run's input convention."""
     record = read_record(model_dir)
-    return rundir.load_model_file(model_dir), record
+    model = rundir.load_model_file(model_dir)
+    model.preprocessing = record.config.model.preprocessing or "torch"
+    return model, record

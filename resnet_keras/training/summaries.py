@@ -5,7 +5,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from resnet_keras import preprocessing, rundir
+from resnet_keras import rundir
+from resnet_keras.conventions import DEFAULT_CONVENTION, restore_pixels
 
 SAMPLE_IMAGES = 8
 
@@ -38,9 +39,8 @@ class Logs:
             hp.hparams(_hparams(config), trial_id=os.path.basename(
                 os.path.abspath(config.get("model_dir", "run"))))
             if images is not None:
-                mean = np.array(preprocessing.IMAGENET_MEAN, np.float32)
-                std = np.array(preprocessing.IMAGENET_STD, np.float32)
-                pixels = np.clip(np.asarray(images, np.float32) * std + mean, 0.0, 1.0)
+                convention = config.get("preprocessing") or DEFAULT_CONVENTION
+                pixels = np.clip(restore_pixels(images, convention) / 255.0, 0.0, 1.0)
                 tf.summary.image("input_images", pixels, max_outputs=SAMPLE_IMAGES)
         self.train.flush()
 

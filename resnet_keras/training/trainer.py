@@ -19,6 +19,8 @@ import tensorflow as tf
 
 from resnet_keras import data as data_lib
 from resnet_keras import export, rundir
+from resnet_keras.conventions import DEFAULT_CONVENTION
+from resnet_keras.training import finetune
 from resnet_keras.training import recipe as recipe_lib
 from resnet_keras.training import record as record_lib
 from resnet_keras.training.checkpoints import Checkpoints
@@ -101,14 +103,15 @@ def _train(config, callbacks, verbose):
     record_lib.check_same_run(run.model_dir, stored, record)
     keras.utils.set_random_seed(record.config.run.seed)
     recipe = record.config.recipe
+    chief = is_chief(dist)
     with dist.scope():
         model = recipe_lib.build_classifier(config.model.name, record.build_kwargs,
                                             recipe_lib.precision_policy(recipe.mixed_precision))
+        _start_from(model, record, verbose and chief)
         schedule = recipe_lib.learning_rate_schedule(recipe, record.facts.total_steps)
         optimizer = recipe_lib.make_optimizer(recipe, schedule, model)
         steps = ReplicaSteps(dist, model, optimizer, recipe, config.data.batch_size,
                              data.num_classes)
-    chief = is_chief(dist)
     # One trainer per model dir; the workers of one cluster share it, the chief locks.
     lock = rundir.RunLock(run.model_dir).acquire() if chief else None
     try:
@@ -117,6 +120,28 @@ def _train(config, callbacks, verbose):
     finally:
         if lock is not None:
             lock.release()
+
+
+def _start_from(model, record, verbose):
+    """Load the run's weights source into MODEL (unless a checkpoint of the run
+    exists: restoring it follows), then freeze what the run keeps fixed."""
+    options = record.config.model
+    if options.weights is not None and not Checkpoints.exist(record.config.run.model_dir):
+        source = finetune.resolve_source(options.weights, options.name, record.build_kwargs)
+        finetune.load_source(model, source, options.name, record.build_kwargs,
+                             say=print if verbose else (lambda line: None))
+        if verbose:
+            print(f"starting from weights {source.spec} ({source.convention} preprocessing)")
+    frozen = finetune.freeze(model, options.freeze_stages, options.freeze_bn)
+    if frozen and verbose:
+        print(f"frozen: {frozen} layers ({_frozen_parts(options)}); "
+              f"{len(model.trainable_variables)} variables train")
+    model.preprocessing = options.preprocessing
+
+
+def _frozen_parts(options):
+    parts = [f"stem and {options.freeze_stages} stage(s)"] if options.freeze_stages else []
+    return ", ".join(parts + (["BatchNorm"] if options.freeze_bn else []))
 
 
 def _with_precision(config, stored):
@@ -174,6 +199,13 @@ def resolve(config, data, num_replicas, stored=None):
         data={"dataset": data.spec, "image_size": size, "steps_per_epoch": spe},
         recipe=dataclasses.asdict(recipe),
         run={"seed": seed, "model_dir": os.path.abspath(run.model_dir)})
+    model = config.model
+    provisional = record_lib.RunRecord(resolved, record_lib.RunFacts(num_classes=data.num_classes))
+    source = finetune.resolve_source(model.weights, model.name, provisional.build_kwargs)
+    resolved = resolved.replace(model={
+        "weights": source.spec if source else None,
+        "preprocessing": model.preprocessing or (source.convention if source else None)
+        or DEFAULT_CONVENTION})
     facts = record_lib.RunFacts(
         class_names=tuple(data.class_names), num_classes=data.num_classes,
         total_steps=total, train_examples=num_train,
@@ -251,8 +283,9 @@ def evaluate(model_dir, dataset, data_dir=None, split=None, batch_size=128, flip
     recipe = Recipe(weight_decay=0.0, mixed_precision=False, eval_flip=bool(flip))
     steps = ReplicaSteps(strategy, model, None, recipe, batch_size, data.num_classes)
     size = record.config.data.image_size
+    convention = record.config.model.preprocessing or DEFAULT_CONVENTION
     dist = data_lib.distribute(strategy, lambda ctx: data_lib.eval_pipeline(
-        data.eval, size, batch_size, input_context=ctx), batch_size)
+        data.eval, size, batch_size, input_context=ctx, convention=convention), batch_size)
     metrics = check_evaluated(steps.evaluate(dist), data)
     return {"top1": metrics.accuracy, "top5": metrics.top5, "loss": metrics.loss,
             "count": metrics.count, "split": data.eval_split, "flip": bool(flip)}

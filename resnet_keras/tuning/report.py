@@ -1,6 +1,9 @@
 """The search's results: one row per trial, as a text table and as CSV."""
 import csv
+import io
 import os
+
+from resnet_keras.atomic import write_atomic
 
 METRICS = ("val_accuracy", "params", "flops", "wall_time", "epochs")
 RESULT_COLUMNS = ("trial", "status", "model", "family", "base", "block", "depths",
@@ -39,13 +42,12 @@ def _int_or_blank(value):
 def write_csv(rows, path):
     """Write result rows as CSV (``flops`` is multiply-adds per image)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=RESULT_COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: "" if row[k] is None else row[k] for k in RESULT_COLUMNS})
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=RESULT_COLUMNS)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if row[k] is None else row[k] for k in RESULT_COLUMNS})
+    write_atomic(path, text.getvalue())
 
 
 def format_table(rows, best=None):
