@@ -36,7 +36,9 @@ def test_the_builders_need_only_keras_and_numpy():
     assert extras["cpu"] == {"tensorflow-cpu"}
     assert {"ai-edge-litert"} <= extras["litert"]
     assert {"tf2onnx", "onnxruntime"} <= extras["onnx"]
-    uses = set().union(*(extras[name] for name in ("train", "tune", "results", "litert", "onnx")))
+    assert extras["safetensors"] == {"safetensors"}
+    uses = set().union(*(extras[name] for name in ("train", "tune", "results", "litert", "onnx",
+                                                   "safetensors")))
     assert extras["all"] == uses
 
 
