@@ -269,3 +269,22 @@ def test_export_serves_what_the_reference_predicts(name, convention, served):
     assert np.abs(wrong - expected).max() > 0.05
     with open(os.path.join(version, "assets", "labels.txt")) as f:
         assert f.read().split("\n")[:3] == ["0", "1", "2"]
+
+
+def test_a_failed_download_says_which_file_to_place_where(monkeypatch, tmp_path):
+    """fyu/drn's server is often down: the error names the URL, the file, the
+    cache path and its hash, in one line."""
+    import urllib.error
+
+    def offline(fname, origin, **kwargs):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setattr(keras.utils, "get_file", offline)
+    with pytest.raises(ValueError) as err:
+        weights_lib.fetch_imagenet("drn_c_26")
+    message = str(err.value)
+    assert "\n" not in message
+    assert "http://dl.yf.io/drn/drn_c_26-ddedf421.pth (URLError)" in message
+    assert f"place it at {tmp_path / 'models' / 'drn_c_26-ddedf421.pth'}" in message
+    assert "sha256 starting ddedf421" in message
