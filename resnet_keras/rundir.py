@@ -94,14 +94,21 @@ def load_trained_model(model_dir):
 def load_model_file(model_dir):
     """The best (else final) Keras model saved in MODEL_DIR; ValueError naming
     the file if it is missing or damaged (truncated, empty, not a Keras archive)."""
+    return load_keras_file(trained_model_path(model_dir),
+                           "retrain, or remove it to use the other saved model")
+
+
+def load_keras_file(model_path, advice="use another file"):
+    """The Keras model saved in the ``.keras`` file MODEL_PATH; ValueError naming
+    the file, and giving ADVICE, if it is damaged (truncated, empty, not a Keras
+    archive)."""
     import keras
 
-    model_path = trained_model_path(model_dir)
     if not zipfile.is_zipfile(model_path):
         size = os.path.getsize(model_path)
         raise ValueError(
             f"model file {model_path!r} is damaged ({'empty' if not size else f'{size} bytes'}"
-            ", not a Keras archive); retrain, or remove it to use the other saved model")
+            f", not a Keras archive); {advice}")
     try:
         model = keras.saving.load_model(model_path, compile=False)
     except (ValueError, OSError, KeyError, TypeError, zipfile.BadZipFile) as err:

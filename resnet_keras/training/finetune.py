@@ -14,10 +14,8 @@ the class counts differ, the trunk is loaded and the classifier
 mode with its statistics, scale and offset fixed (``--freeze-bn``).
 """
 import dataclasses
-import json
 import os
 import re
-import zipfile
 from typing import Optional
 
 import keras
@@ -29,7 +27,7 @@ from resnet_keras.conventions import DEFAULT_CONVENTION
 from resnet_keras.training import record as record_lib
 
 HEAD = "predictions"
-STATE_DICT_HEAD = ("fc.weight", "fc.bias")
+STATE_DICT_HEAD = tuple(f"{weights_lib.HEADS[HEAD]}.{leaf}" for leaf in ("weight", "bias"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +37,6 @@ class Source:
     spec: str  # as run_config.json records it: "imagenet" or an absolute path
     path: Optional[str]  # the file to read; None for "imagenet"
     convention: str
-    run_dir: bool = False
 
 
 def resolve_source(weights, model_name, build_kwargs):
@@ -72,7 +69,7 @@ def _run_source(path, model_name, build_kwargs):
         raise ValueError(f"weights {path!r} are a {trained} built with {theirs}; this run "
                          f"builds it with {mine}: use the same architecture arguments")
     return Source(path, rundir.trained_model_path(path),
-                  record.config.model.preprocessing or DEFAULT_CONVENTION, run_dir=True)
+                  record.config.model.preprocessing or DEFAULT_CONVENTION)
 
 
 def _architecture(build_kwargs):
@@ -99,7 +96,7 @@ def load_source(model, source, model_name, build_kwargs, say=print):
             _say_new_head(say, source, theirs, classes)
         return model
     if path.endswith(".keras"):
-        twin = _load_keras_archive(path)
+        twin = rundir.load_keras_file(path)
     else:
         theirs = _h5_classes(path)
         if theirs in (None, classes):
@@ -137,17 +134,6 @@ def _h5_classes(path):
     except OSError:
         return None  # unreadable: the loader says why
     return None
-
-
-def _load_keras_archive(path):
-    if not zipfile.is_zipfile(path):
-        raise ValueError(f"weights {path!r} is not a Keras archive (.keras)")
-    try:
-        return keras.saving.load_model(path, compile=False)
-    except (ValueError, OSError, KeyError, TypeError, json.JSONDecodeError) as err:
-        from resnet_keras.errors import first_line
-
-        raise ValueError(f"weights {path!r} cannot be loaded ({first_line(err)})") from None
 
 
 def _head_units(model):

@@ -21,6 +21,7 @@ import os
 from typing import Optional
 
 from resnet_keras import rundir
+from resnet_keras.conventions import DEFAULT_CONVENTION
 from resnet_keras.training.config import SECTIONS, ModelConfig, Recipe, TrainConfig
 
 VERSION = 3
@@ -175,5 +176,5 @@ def load_trained(model_dir):
     the model's ``preprocessing`` is the run's input convention."""
     record = read_record(model_dir)
     model = rundir.load_model_file(model_dir)
-    model.preprocessing = record.config.model.preprocessing or "torch"
+    model.preprocessing = record.config.model.preprocessing or DEFAULT_CONVENTION
     return model, record
