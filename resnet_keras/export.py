@@ -33,7 +33,7 @@ import tensorflow as tf
 from resnet_keras import preprocessing, tf_serving
 from resnet_keras.classifier_head import (check_class_names, check_model, classifier_layer,
                                           logits_function)
-from resnet_keras.conventions import check_convention, convention_of
+from resnet_keras.conventions import convention_of
 from resnet_keras.folding import fold_batch_norms
 from resnet_keras.predict import (describe_signatures, get_signature, load_serving,
                                   read_labels, top_k)
@@ -81,7 +81,7 @@ def serving_functions(model, image_size, convention=None):
     MODEL with its BatchNormalizations folded into the convolutions
     (:func:`resnet_keras.folding.fold_batch_norms`; MODEL itself if already so)."""
     size = int(image_size)
-    convention = check_convention(convention) if convention else convention_of(model)
+    convention = convention_of(convention or model)
     model = fold_batch_norms(model)
     logits_of = _skip_empty(logits_function(model), model.outputs[0].shape[-1])
 

@@ -29,7 +29,7 @@ import tensorflow as tf
 
 from resnet_keras import preprocessing, tf_serving
 from resnet_keras.classifier_head import check_class_names
-from resnet_keras.conventions import check_convention, convention_of
+from resnet_keras.conventions import convention_of
 from resnet_keras.folding import fold_batch_norms
 from resnet_keras.layers import DepthwiseConvTranspose2D
 from resnet_keras.serving_layout import (SERVING_BYTES, SERVING_DEFAULT, labels_table,
@@ -109,7 +109,7 @@ def segmentation_functions(model, convention=None):
     CONVENTION: the input convention (default: the model's own). They run a
     float32 copy of MODEL with its BatchNormalizations folded into the
     convolutions (:func:`resnet_keras.folding.fold_batch_norms`)."""
-    convention = check_convention(convention) if convention else convention_of(model)
+    convention = convention_of(convention or model)
     model = fold_batch_norms(model)
     stride, logits_model = _upsampling(model), _logits_model(model)
     num_classes = int(model.outputs[0].shape[-1])
