@@ -13,6 +13,18 @@ def test_matmul_peak_is_a_plausible_rate():
     assert 1e8 < flops < 1e14
 
 
+def test_machine_line_names_the_cpu_its_kernel_flags_and_a_onednn_cap(tmp_path, monkeypatch):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: AMD EPYC 7B12\n"
+                       "flags\t\t: fpu sse2 avx fma avx2 bmi2\n\n")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    line = measure.machine_line(str(cpuinfo))
+    assert "(AMD EPYC 7B12; avx2 fma)" in line and "oneDNN" not in line
+    assert "TF 2." in line and "Keras 3." in line
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert "(AMD EPYC 7B12; avx2 fma oneDNN capped at AVX2)" in measure.machine_line(str(cpuinfo))
+
+
 def test_median_seconds_counts_calls():
     calls = []
     measure.median_seconds(lambda: calls.append(1), warmup=2, repeats=3, calls=4)

@@ -321,6 +321,20 @@ def test_precision_default_per_device(tmp_path, cpu, native):
     assert train_lib.precision_policy(True, has_gpu=False) == "mixed_bfloat16"
 
 
+@pytest.mark.parametrize("cap, native", [("AVX2", False), ("avx512_core", False),
+                                         ("AVX512_CORE_VNNI", False), ("AVX512_CORE_BF16", True),
+                                         ("AVX512_CORE_AMX", True), ("", True)])
+def test_precision_default_under_a_onednn_isa_cap(tmp_path, monkeypatch, cap, native):
+    # A cap below AVX-512 BF16 makes oneDNN emulate bfloat16 on a CPU that has it.
+    cpuinfo = _cpuinfo(tmp_path, "sapphire rapids (AMX)")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    assert train_lib.cpu_has_native_bfloat16(cpuinfo) is native
+    assert train_lib.default_mixed_precision(has_gpu=False, cpuinfo=cpuinfo) is native
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    assert train_lib.cpu_has_native_bfloat16(cpuinfo, isa_cap=cap) is native
+    assert train_lib.cpu_has_native_bfloat16(cpuinfo) is True
+
+
 def test_precision_default_without_cpuinfo(tmp_path):
     assert train_lib.cpu_has_native_bfloat16(str(tmp_path / "missing")) is False
 

@@ -170,7 +170,8 @@ KERNEL_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf1
 
 
 def machine_line(cpuinfo="/proc/cpuinfo"):
-    """The CPU model, the flags that decide its kernels, its cores, any NVIDIA
+    """The CPU model, the flags that decide its kernels, a cap on oneDNN's
+    kernels (``ONEDNN_MAX_CPU_ISA``) where one is set, its cores, any NVIDIA
     GPUs and the TensorFlow and Keras versions, in one line."""
     cpu, flags = "unknown CPU", set()
     try:
@@ -194,6 +195,8 @@ def machine_line(cpuinfo="/proc/cpuinfo"):
             versions.append(f"{shown} {importlib.metadata.version(dist)}")
         except importlib.metadata.PackageNotFoundError:
             pass
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    has.extend([f"oneDNN capped at {cap}"] if cap else [])
     return (f"{os.cpu_count()} CPU cores ({cpu}; {' '.join(has)})"
             + (f", {gpus} GPU(s)" if gpus else "") + "".join(f", {v}" for v in versions))
 

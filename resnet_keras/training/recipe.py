@@ -3,6 +3,7 @@ optimizer, and the numeric precision (per-device defaults, the dtype policy
 the model is built under)."""
 import dataclasses
 import math
+import os
 
 import keras
 import tensorflow as tf
@@ -110,14 +111,23 @@ def no_decay_variables(model):
 
 CPUINFO = "/proc/cpuinfo"
 NATIVE_BFLOAT16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+# oneDNN's ONEDNN_MAX_CPU_ISA values that keep its kernels below AVX-512 BF16:
+# with such a cap, bfloat16 is emulated even on a CPU that has it.
+ISA_CAPS_WITHOUT_BFLOAT16 = frozenset({"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2",
+                                       "AVX512_CORE", "AVX512_CORE_VNNI"})
 
 
-def cpu_has_native_bfloat16(cpuinfo=None):
+def cpu_has_native_bfloat16(cpuinfo=None, isa_cap=None):
     """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX).
 
     Reads the first ``flags`` line of ``cpuinfo`` (a path; :data:`CPUINFO`,
-    Linux's /proc/cpuinfo, by default). False where it cannot be read.
+    Linux's /proc/cpuinfo, by default). False where it cannot be read, and
+    where oneDNN's kernels are capped below AVX-512 BF16: ``isa_cap``, by
+    default the ``ONEDNN_MAX_CPU_ISA`` environment variable (e.g. ``AVX2``).
     """
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "") if isa_cap is None else isa_cap
+    if cap.strip().upper() in ISA_CAPS_WITHOUT_BFLOAT16:
+        return False
     try:
         with open(cpuinfo or CPUINFO) as f:
             flags = next((line.split(":", 1)[1].split() for line in f
@@ -138,7 +148,8 @@ def default_mixed_precision(has_gpu=None, cpuinfo=None):
     faster than float32 with our trainer at the same accuracy per step (2
     cores, AVX-512 BF16: resnet50 at 224, batch 32: 11.7 against 6.7 images/s;
     resnet20 at 32, batch 128: 786 against 530; README, Benchmarks). Other
-    CPUs emulate bfloat16, so they default to float32, as GPUs do until
+    CPUs emulate bfloat16 (as does any CPU with oneDNN capped below AVX-512
+    BF16 by ``ONEDNN_MAX_CPU_ISA``), so they default to float32, as GPUs do until
     measured (pass ``mixed_precision=True`` for float16 there).
     ``has_gpu=None`` asks TensorFlow; ``cpuinfo`` is read as in
     :func:`cpu_has_native_bfloat16`.
