@@ -17,6 +17,8 @@ import statistics
 import sys
 import time
 
+from resnet_keras import cpuinfo as cpuinfo_lib
+
 MATMUL_SIZE = 2048
 
 
@@ -169,21 +171,11 @@ class StepTimer:
 KERNEL_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 
 
-def machine_line(cpuinfo="/proc/cpuinfo"):
+def machine_line(cpuinfo=cpuinfo_lib.CPUINFO):
     """The CPU model, the flags that decide its kernels, a cap on oneDNN's
     kernels (``ONEDNN_MAX_CPU_ISA``) where one is set, its cores, any NVIDIA
     GPUs and the TensorFlow and Keras versions, in one line."""
-    cpu, flags = "unknown CPU", set()
-    try:
-        with open(cpuinfo) as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name" and cpu == "unknown CPU":
-                    cpu = value.strip()
-                elif key.strip() == "flags" and not flags:
-                    flags = set(value.split())
-    except OSError:
-        pass
+    cpu, flags = cpuinfo_lib.read(cpuinfo)
     try:
         gpus = len(os.listdir("/proc/driver/nvidia/gpus"))
     except OSError:
@@ -195,9 +187,10 @@ def machine_line(cpuinfo="/proc/cpuinfo"):
             versions.append(f"{shown} {importlib.metadata.version(dist)}")
         except importlib.metadata.PackageNotFoundError:
             pass
-    cap = os.environ.get("ONEDNN_MAX_CPU_ISA")
-    has.extend([f"oneDNN capped at {cap}"] if cap else [])
-    return (f"{os.cpu_count()} CPU cores ({cpu}; {' '.join(has)})"
+    cap = cpuinfo_lib.onednn_isa_cap()
+    if cap:
+        has.append(f"oneDNN capped at {cap}")
+    return (f"{os.cpu_count()} CPU cores ({cpu or 'unknown CPU'}; {' '.join(has)})"
             + (f", {gpus} GPU(s)" if gpus else "") + "".join(f", {v}" for v in versions))
 
 

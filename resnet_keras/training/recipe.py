@@ -3,11 +3,11 @@ optimizer, and the numeric precision (per-device defaults, the dtype policy
 the model is built under)."""
 import dataclasses
 import math
-import os
 
 import keras
 import tensorflow as tf
 
+from resnet_keras import cpuinfo as cpuinfo_lib
 from resnet_keras.training.config import Recipe
 
 LARGE_DATASET = 100_000
@@ -109,7 +109,7 @@ def no_decay_variables(model):
     return [v for v in model.trainable_variables if len(v.shape) <= 1]
 
 
-CPUINFO = "/proc/cpuinfo"
+CPUINFO = cpuinfo_lib.CPUINFO
 NATIVE_BFLOAT16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 # oneDNN's ONEDNN_MAX_CPU_ISA values that keep its kernels below AVX-512 BF16:
 # with such a cap, bfloat16 is emulated even on a CPU that has it.
@@ -125,16 +125,11 @@ def cpu_has_native_bfloat16(cpuinfo=None, isa_cap=None):
     where oneDNN's kernels are capped below AVX-512 BF16: ``isa_cap``, by
     default the ``ONEDNN_MAX_CPU_ISA`` environment variable (e.g. ``AVX2``).
     """
-    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "") if isa_cap is None else isa_cap
-    if cap.strip().upper() in ISA_CAPS_WITHOUT_BFLOAT16:
+    cap = cpuinfo_lib.onednn_isa_cap() if isa_cap is None else isa_cap.strip().upper()
+    if cap in ISA_CAPS_WITHOUT_BFLOAT16:
         return False
-    try:
-        with open(cpuinfo or CPUINFO) as f:
-            flags = next((line.split(":", 1)[1].split() for line in f
-                          if line.split(":", 1)[0].strip() == "flags" and ":" in line), [])
-    except OSError:
-        return False
-    return bool(NATIVE_BFLOAT16_FLAGS & set(flags))
+    _, flags = cpuinfo_lib.read(cpuinfo or CPUINFO)
+    return bool(NATIVE_BFLOAT16_FLAGS & flags)
 
 
 def _has_gpu(has_gpu):
