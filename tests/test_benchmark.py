@@ -39,9 +39,12 @@ def test_train_suite_reports_every_contender(cifar_subset, tmp_path, capsys):
                      "--data", cifar_subset, "--output", str(output)])
     assert code == 0
     rows = json.loads(output.read_text())["rows"]
+    default = rows[3]["precision"]
     assert [r["label"] for r in rows] == [
         "keras.applications.ResNet50 fit (float32)", "resnet20 fit (float32)",
-        "resnet20 resnet-keras train (float32)", "resnet20 resnet-keras train (default)"]
+        "resnet20 resnet-keras train (float32)", "resnet20 resnet-keras train (default)"] + (
+        [] if default == "float32" else [f"resnet20 fit ({default})"])
+    assert rows[-1]["precision"] == default
     assert rows[0]["ratio"] == 1.0
     for row in rows:
         assert row["images_per_second"] > 0 and row["peak_memory_mib"] > 100
@@ -49,6 +52,33 @@ def test_train_suite_reports_every_contender(cifar_subset, tmp_path, capsys):
     assert rows[2]["precision"] == "float32"
     out = capsys.readouterr().out
     assert "x1.00" in out and "matmul peak" in out and "MiB" in out
+
+
+@pytest.mark.parametrize("default", ["float32", "mixed_bfloat16"])
+def test_train_suite_meets_the_trainers_default_with_fit_at_its_precision(monkeypatch,
+                                                                          default):
+    jobs = []
+
+    def fake_child(job, env=None):
+        jobs.append(job)
+        precision = job.get("precision", "float32")
+        if job["kind"] == "trainer":
+            precision = default if job["mixed_precision"] is None else "float32"
+        speed = {"keras-applications": 2.0, "fit": 4.0, "trainer": 5.0}[job["kind"]]
+        return {"step_seconds": [8 / speed] * 3, "precision": precision, "macs": 1e6,
+                "matmul_peak": 1e12, "matmul_dtype": "float32", "peak_memory_mib": 500.0}
+
+    monkeypatch.setattr(benchmark, "run_in_child", fake_child)
+    rows = benchmark._train_contenders("resnet20", 32, 8, 6, 2, "unused")
+    labels = [r["label"] for r in rows]
+    if default == "float32":
+        assert len(rows) == 4 and all(j.get("precision", "float32") == "float32"
+                                      for j in jobs)
+    else:
+        assert labels[-1] == "resnet20 fit (mixed_bfloat16)"
+        assert jobs[-1] == dict(jobs[1], label=labels[-1], precision="mixed_bfloat16")
+        assert rows[-1]["precision"] == "mixed_bfloat16" and rows[-1]["ratio"] == 2.0
+    assert [r["ratio"] for r in rows[:4]] == [1.0, 2.0, 2.5, 2.5]
 
 
 SERVE_LABELS = ["keras model.predict", "SavedModel serving_default", "LiteRT float32",

@@ -85,16 +85,25 @@ def train_suite(model="resnet50", image_size=224, batch_size=32, steps=12, warmu
 def _train_contenders(model, image_size, batch_size, steps, warmup, folder):
     common = {"job": "train", "model": model, "image_size": image_size,
               "batch_size": batch_size, "steps": steps, "warmup": warmup, "folder": folder}
-    return _train_rows(common, [
+    rows = _train_rows(common, [
         ("keras.applications.ResNet50 fit (float32)", {"kind": "keras-applications"}),
         (f"{model} fit (float32)", {"kind": "fit"}),
         (f"{model} resnet-keras train (float32)", {"kind": "trainer", "mixed_precision": False}),
         (f"{model} resnet-keras train (default)", {"kind": "trainer", "mixed_precision": None}),
     ])
+    default = rows[-1]["precision"]
+    if default != "float32":
+        # Keras fit at the precision the trainer chose for this device, so
+        # that the trainer's default meets fit at the same precision too.
+        rows += _train_rows(common, [(f"{model} fit ({default})",
+                                      {"kind": "fit", "precision": default})],
+                            base=rows[0]["images_per_second"])
+    return rows
 
 
-def _train_rows(common, contenders, env=None):
-    """Run each (label, job fields) contender in a child; rows with ratios to the first."""
+def _train_rows(common, contenders, env=None, base=None):
+    """Run each (label, job fields) contender in a child; rows with ratios to
+    BASE images/second (by default the first row's)."""
     size, batch = common["image_size"], common["batch_size"]
     rows = []
     for label, fields in contenders:
@@ -111,7 +120,7 @@ def _train_rows(common, contenders, env=None):
                      "peak_memory_mib": result["peak_memory_mib"],
                      "model": common["model"], "image_size": size, "batch_size": batch,
                      "device": result.get("device")})
-    base = rows[0]["images_per_second"]
+    base = base or rows[0]["images_per_second"]
     for row in rows:
         row["ratio"] = row["images_per_second"] / base
     return rows

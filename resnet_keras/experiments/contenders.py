@@ -67,11 +67,12 @@ def _train_job(job):
             model, policy = result.model, result.config["recipe"]["mixed_precision"]
             precision = train.precision_policy(policy)
     else:
+        precision = job.get("precision", "float32")
+        keras.mixed_precision.set_dtype_policy(precision)
         model = _compiled_for_fit(job["kind"], job["model"], shape, classes=10)
         batches = _in_memory_batches(job["folder"], size, batch, batch * job["warmup"])
         model.fit(batches, epochs=1, steps_per_epoch=steps, verbose=0,
                   callbacks=[_keras_callback(timer)])
-        precision = "float32"
     return _train_result(timer, job["warmup"], model, precision,
                          on_gpu=bool(tf.config.list_physical_devices("GPU")))
 
