@@ -262,6 +262,32 @@ def test_weight_decay_skips_biases_and_batch_norm():
     assert loop.decayed == kernels and len(kernels) < len(model.trainable_variables)
 
 
+def test_weight_decay_adds_the_l2_gradient_to_the_kernels_only():
+    """SGD's L2 term 0.5 * 5e-4 * sum(w ** 2) adds 5e-4 * w to each kernel's
+    gradient and nothing to biases and BatchNorm parameters."""
+    import keras
+
+    from resnet_keras import build_model
+
+    model = build_model("resnet20", classes=10, input_shape=(32, 32, 3), depths=(1, 1, 1))
+    images = tf.random.stateless_uniform([4, 32, 32, 3], [1, 2])
+    labels = tf.constant([0, 3, 5, 9], tf.int64)
+
+    def gradients(weight_decay):
+        recipe = train_lib.default_recipe(batch_size=4, num_train=100, steps_per_epoch=3,
+                                          total_steps=3, weight_decay=weight_decay)
+        optimizer = keras.optimizers.SGD(0.1)
+        loop = steps_lib.ReplicaSteps(tf.distribute.get_strategy(), model, optimizer,
+                                      recipe, 4, 10)
+        grads, _, _ = loop._gradients(images, labels)  # BN in training: same batch
+        return [g.numpy() for g in grads]
+
+    plain, decayed = gradients(0.0), gradients(5e-4)
+    for variable, g0, g1 in zip(model.trainable_variables, plain, decayed):
+        expected = 5e-4 * variable.numpy() if len(variable.shape) > 1 else 0.0
+        np.testing.assert_allclose(g1 - g0, expected, rtol=1e-3, atol=2e-8)
+
+
 # /proc/cpuinfo "flags" lines (abridged) of real CPUs.
 CPUINFO_HEAD = ("processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\n"
                 "model name\t: {model}\n")

@@ -30,7 +30,7 @@ from resnet_keras.data.archives import (CACHE_DIR, default_cifar10_archive,
                                         extract_image_folder, extract_subset, local_cifar10)
 from resnet_keras.data.augmentation import (CROP_RATIO, CROP_SCALE, PAD, augment,
                                             augment_large, augment_small_batch,
-                                            resize_if_needed)
+                                            resize_if_needed, sized_uint8)
 from resnet_keras.data.datasets import (EVAL_SPLITS, FOLDER_PREFIX, Dataset, DatasetSpec,
                                         load_dataset, parse_dataset_spec)
 from resnet_keras.data.decoding import (EXAMPLES_SHOWN, SkippedImages, decode_image,
@@ -48,5 +48,6 @@ __all__ = [
     "augment_small_batch", "check_batch_size", "decode_image", "default_cifar10_archive",
     "distribute", "eval_pipeline", "extract_image_folder", "extract_subset", "load_dataset",
     "local_cifar10", "parse_dataset_spec", "read_and_decode_image", "read_image_folder",
-    "resize_if_needed", "shuffle_buffer_size", "skip_undecodable", "tfds", "train_pipeline",
+    "resize_if_needed", "shuffle_buffer_size", "sized_uint8", "skip_undecodable", "tfds",
+    "train_pipeline",
 ]

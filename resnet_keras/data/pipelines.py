@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from resnet_keras import preprocessing
 from resnet_keras.conventions import DEFAULT_CONVENTION
-from resnet_keras.data.augmentation import augment, augment_small_batch, resize_if_needed
+from resnet_keras.data.augmentation import augment, augment_small_batch, sized_uint8
 
 AUTOTUNE = tf.data.AUTOTUNE
 SHUFFLE_BUFFER_BYTES = 256 * 2**20
@@ -70,6 +70,9 @@ def train_pipeline(ds, image_size, batch_size, seed=None, cache=False, *,
     first_epoch, offset = divmod(consumed, num_examples) if num_examples else (0, 0)
     buffer = shuffle_buffer or shuffle_buffer_size(
         num_examples, image_size if preprocessing.is_small(image_size) else None)
+    if preprocessing.is_small(image_size):
+        ds = ds.map(lambda image, label: (sized_uint8(image, int(image_size)), label),
+                    num_parallel_calls=AUTOTUNE, deterministic=True)
     base = ds.cache() if cache else ds
 
     def one_epoch(epoch):
@@ -119,9 +122,9 @@ def _placeholder(spec):
 def _augmented_batches(stream, size, batch, seed, deterministic, convention):
     """(position, (image, label)) -> augmented batches; randomness from (seed, position).
 
-    Small images are resized per image and augmented per batch (vectorised,
-    seeded by the position of the batch's first image); large ones are
-    cropped and resized per image.
+    Small images (already of SIZE, see :func:`sized_uint8`) are batched,
+    then augmented per batch (vectorised, seeded by the position of the
+    batch's first image); large ones are cropped and resized per image.
     """
     def position_seed(position):
         return tf.stack([tf.constant(seed, tf.int64), position])
@@ -132,13 +135,11 @@ def _augmented_batches(stream, size, batch, seed, deterministic, convention):
                                                convention), example[1]),
             num_parallel_calls=AUTOTUNE, deterministic=deterministic)
         return stream.batch(batch, drop_remainder=True)
-    stream = stream.map(
-        lambda position, example: (position, resize_if_needed(example[0], size), example[1]),
-        num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     stream = stream.batch(batch, drop_remainder=True)
     return stream.map(
-        lambda positions, images, labels: (
-            augment_small_batch(images, position_seed(positions[0]), convention), labels),
+        lambda positions, example: (
+            augment_small_batch(example[0], position_seed(positions[0]), convention),
+            example[1]),
         num_parallel_calls=AUTOTUNE, deterministic=deterministic)
 
 

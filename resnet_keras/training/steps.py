@@ -142,11 +142,14 @@ class ReplicaSteps:
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch)
             if self.model.losses:
                 loss += tf.nn.scale_regularization_loss(tf.add_n(self.model.losses))
-            if self.decayed:
-                loss += 0.5 * self.l2 * tf.add_n(
-                    [tf.reduce_sum(tf.square(v.value)) for v in self.decayed])
             scaled = self.optimizer.scale_loss(loss)
         grads = tape.gradient(scaled, variables)
+        if self.decayed:
+            # The gradient of the L2 term 0.5 * l2 * sum(w ** 2), added to that of
+            # the loss without taping the term: l2 * w, scaled as the loss is.
+            decayed = {id(v) for v in self.decayed}
+            grads = [g + self.optimizer.scale_loss(self.l2 * v.value) if id(v) in decayed else g
+                     for g, v in zip(grads, variables)]
         return grads, per_example, probabilities
 
     # No tensor-dependent Python control flow: AutoGraph need not convert it
