@@ -351,3 +351,22 @@ def test_extract_subset_writes_an_image_folder(tmp_path):
             assert len(os.listdir(os.path.join(dest, split, label))) == count
     dataset = data.load_dataset(f"folder:{dest}")
     assert (dataset.num_train, dataset.num_eval) == (30, 20)
+
+
+def test_sized_uint8_keeps_images_of_the_size_and_rounds_resized_ones():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    kept = data.sized_uint8(tf.constant(image), 32)
+    assert kept.dtype == tf.uint8
+    np.testing.assert_array_equal(kept, image)
+    # A 2x2 checkerboard of 10 / 250 blocks, upsampled 2x: flat blocks stay exact.
+    small = np.kron(np.array([[10, 250], [250, 10]], np.uint8), np.ones((8, 8), np.uint8))
+    grown = data.sized_uint8(tf.constant(np.repeat(small[..., None], 3, axis=2)), 32).numpy()
+    assert grown.shape == (32, 32, 3) and grown.dtype == np.uint8
+    assert (grown[:14, :14] == 10).all() and (grown[18:, :14] == 250).all()
+    assert (grown[:14, 18:] == 250).all() and (grown[18:, 18:] == 10).all()
+    # Alternating columns of 11 and 12, halved: each output pixel is their mean,
+    # 11.5, which rounds (to even) to 12 rather than truncating to 11.
+    stripes = np.tile(np.array([11, 12], np.uint8), 32)[None, :, None].repeat(64, 0)
+    halved = data.sized_uint8(tf.constant(stripes.repeat(3, axis=2)), 32).numpy()
+    assert (halved[2:-2, 2:-2] == 12).all()
