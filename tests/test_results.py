@@ -151,7 +151,7 @@ def test_full_protocol_keeps_models_and_measures_the_averaging_gains(cifar_subse
     assert "top1_live" in row["curve"][-1]
     # The kept copy reproduces the row with the evaluate command's function.
     kept = os.path.join(out, "resnet20-seed1")
-    assert sorted(os.listdir(kept)) == ["model.keras", "run_config.json"]
+    assert sorted(os.listdir(kept)) == ["model.keras", "result.json", "run_config.json"]
     metrics = train.evaluate(kept, dataset)
     assert metrics["top1"] == pytest.approx(row["top1"]) and metrics["flip"] is True
     assert train.evaluate(kept, dataset, flip=False)["top1"] == pytest.approx(row["top1_no_flip"])
@@ -161,3 +161,10 @@ def test_full_protocol_keeps_models_and_measures_the_averaging_gains(cifar_subse
     again = results.run_protocol(out, "cifar10-full", dataset, labels=["resnet20-seed1"],
                                  epochs=1, steps_per_epoch=2, verbose=0)
     assert again[0]["top1"] == row["top1"] and again[0]["precision"] == row["precision"]
+    # A fresh checkout holds the kept models but no runs/: nothing is trained again.
+    import shutil
+
+    shutil.rmtree(os.path.join(out, "runs"))
+    again = results.run_protocol(out, "cifar10-full", dataset, labels=["resnet20-seed1"],
+                                 epochs=1, steps_per_epoch=2, verbose=0)
+    assert again[0]["top1"] == row["top1"] and not os.path.exists(os.path.join(out, "runs"))

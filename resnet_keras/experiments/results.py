@@ -9,6 +9,8 @@ protocol on the same data with the same recipe and seed, then writes:
     OUT/accuracy_vs_epochs.png     validation top-1 after each epoch
     OUT/accuracy_vs_flops.png      final top-1 against forward FLOPs per image
     OUT/runs/<label>/              each model's training run (resumable)
+    OUT/<label>/                   where the protocol keeps models: the final
+                                   model, run_config.json and result.json
 
 Finished models are kept: rerunning the same command resumes an interrupted
 model from its last checkpoint and skips the finished ones, so a protocol
@@ -81,7 +83,11 @@ def _finished_row(out_dir, entry, identity):
     records its precision and machine)."""
     path = os.path.join(out_dir, "runs", entry.label, RESULT_FILE)
     if not os.path.isfile(path):
-        return None
+        # A kept model's copy of its row (committed with the model) counts too,
+        # so a fresh checkout of OUT does not train it again.
+        path = os.path.join(out_dir, entry.label, RESULT_FILE)
+        if not os.path.isfile(path):
+            return None
     with open(path) as f:
         row = json.load(f)
     return row if row.get("identity") == identity else None
@@ -145,9 +151,9 @@ def run_entry(entry, protocol, dataset, out_dir, *, epochs=None, train_subset=No
         "group": entry.group or entry.label, "holdout": holdout,
         "eval_split": result.config["eval_split"], "machine": machine_line(),
         **gains}
+    write_json(os.path.join(run_dir, RESULT_FILE), row)
     if protocol.keep_models:
         _keep_model(run_dir, os.path.join(out_dir, entry.label))
-    write_json(os.path.join(run_dir, RESULT_FILE), row)
     return row
 
 
@@ -164,10 +170,11 @@ def _gains(result, run_dir, dataset, holdout):
 
 
 def _keep_model(run_dir, target):
-    """Copy RUN_DIR's final model and run_config.json to TARGET (small enough to
-    commit; ``resnet-keras evaluate --model-dir TARGET`` reproduces the row)."""
+    """Copy RUN_DIR's final model, run_config.json and result row to TARGET
+    (small enough to commit; ``resnet-keras evaluate --model-dir TARGET``
+    reproduces the row)."""
     os.makedirs(target, exist_ok=True)
-    for name in (rundir.FINAL_MODEL, rundir.CONFIG_FILE):
+    for name in (rundir.FINAL_MODEL, rundir.CONFIG_FILE, RESULT_FILE):
         shutil.copyfile(os.path.join(run_dir, name), os.path.join(target, name + ".tmp"))
         os.replace(os.path.join(target, name + ".tmp"), os.path.join(target, name))
 
