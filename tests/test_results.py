@@ -92,6 +92,28 @@ def test_anchor_verdict_compares_signs():
     assert "sign disagrees" in "\n".join(report_lib.anchor_lines(spec, rows))
 
 
+def test_averaging_gains_are_reported_against_the_same_model_without_them():
+    rows = [{"label": "resnet20", "top1": 0.8905, "top1_live": 0.8912, "top1_no_flip": 0.8817},
+            {"label": "resnet18", "top1": 0.60}]
+    lines = report_lib.averaging_lines(rows)
+    assert lines[:3] == ["", "## What the averaging gives", ""] and len(lines) == 4
+    assert lines[3] == ("- resnet20: 89.05 % top-1 as reported; without the weight average "
+                        "89.12 % (EMA -0.07 points); without flip averaging 88.17 % "
+                        "(flip +0.88 points).")
+    assert report_lib.averaging_lines(rows[1:]) == []
+
+
+def test_one_model_anchor_meets_its_published_top1():
+    spec = results.get_protocol("cifar10-full")
+    rows = [{"label": "resnet20", "top1": 0.8905, "epochs": 60}]
+    line = report_lib.anchor_lines(spec, rows)[1]
+    assert line == ("  - Measured here: resnet20 89.05 % top-1 after 60 epoch(s), against "
+                    "the published 91.25 % (-2.20 points): not reached.")
+    rows[0]["top1"] = 0.9130
+    assert "(+0.05 points): reached." in report_lib.anchor_lines(spec, rows)[1]
+    assert report_lib.anchor_lines(spec, [])[1] == "  - Measured here: not run."
+
+
 @pytest.mark.parametrize("argv, expected", [
     (["--protocol", "imagenet-full"], "unknown protocol 'imagenet-full'; choices: cifar10-short"),
     (["--models", "resnet21"], "unknown model label 'resnet21'"),

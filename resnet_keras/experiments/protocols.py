@@ -28,8 +28,9 @@ class Anchor:
     """A published result the protocol is compared with."""
 
     text: str
-    labels: Tuple[str, str]  # (baseline, contender) of the pair it speaks to
+    labels: Tuple[str, ...]  # (baseline, contender) of the pair it speaks to, or one model
     published_gain: Optional[float]  # contender top-1 minus baseline top-1, in points
+    published_top1: Optional[float] = None  # a one-model anchor's published top-1, in %
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +51,8 @@ def _protocol(fields):
     """A :class:`Protocol` from its JSON object (mappings become tuples of pairs)."""
     entries = tuple(Entry(**dict(entry, overrides=tuple(entry.get("overrides", {}).items())))
                     for entry in fields["entries"])
-    anchors = tuple(Anchor(anchor["text"], tuple(anchor["labels"]), anchor["published_gain"])
+    anchors = tuple(Anchor(anchor["text"], tuple(anchor["labels"]),
+                           anchor.get("published_gain"), anchor.get("published_top1"))
                     for anchor in fields["anchors"])
     return Protocol(**dict(fields, entries=entries, anchors=anchors,
                            recipe=tuple(fields.get("recipe", {}).items())))

@@ -37,13 +37,26 @@ def table_markdown(rows):
     return "\n".join(lines)
 
 
+def _against_published(anchor, row):
+    if row is None:
+        return "  - Measured here: not run."
+    gap = 100 * row["top1"] - anchor.published_top1
+    reached = "reached" if gap >= 0 else "not reached"
+    return (f"  - Measured here: {row['label']} {_pct(row['top1'])} % top-1 after "
+            f"{row['epochs']} epoch(s), against the published {anchor.published_top1:.2f} % "
+            f"({gap:+.2f} points): {reached}.")
+
+
 def anchor_lines(spec, rows):
     """Each anchor, with what this run measured for the same pair."""
     by_label = {r["label"]: r for r in rows}
     lines = []
     for anchor in spec.anchors:
-        base, other = (by_label.get(label) for label in anchor.labels)
+        base, other = (by_label.get(label) for label in (anchor.labels * 2)[:2])
         lines.append(f"- {anchor.text}")
+        if anchor.published_top1 is not None:  # one model against its published top-1
+            lines.append(_against_published(anchor, by_label.get(anchor.labels[0])))
+            continue
         if base is None or other is None:
             lines.append("  - Measured here: not run.")
             continue
@@ -58,6 +71,24 @@ def anchor_lines(spec, rows):
                      f"({gain:+.2f} points) after {other['epochs']} and {base['epochs']} "
                      f"epoch(s).{verdict}")
     return lines
+
+
+def averaging_lines(rows):
+    """What the weight average (EMA) and flip averaging gave each row that has
+    them: its reported top-1 against the same model without each."""
+    lines = []
+    for r in rows:
+        parts = []
+        if "top1_live" in r:
+            parts.append(f"without the weight average {_pct(r['top1_live'])} % "
+                         f"(EMA {100 * (r['top1'] - r['top1_live']):+.2f} points)")
+        if "top1_no_flip" in r:
+            parts.append(f"without flip averaging {_pct(r['top1_no_flip'])} % "
+                         f"(flip {100 * (r['top1'] - r['top1_no_flip']):+.2f} points)")
+        if parts:
+            lines.append(f"- {r['label']}: {_pct(r['top1'])} % top-1 as reported; "
+                         + "; ".join(parts) + ".")
+    return (["", "## What the averaging gives", ""] + lines) if lines else []
 
 
 def write_report(out_dir, spec, rows, dataset, command):
@@ -80,6 +111,7 @@ def write_report(out_dir, spec, rows, dataset, command):
             f"{spec.image_size}x{spec.image_size}; wall time includes evaluation after "
             "every epoch.", "", "## Against the published anchors", ""]
     text += anchor_lines(spec, rows)
+    text += averaging_lines(rows)
     text += ["", "## With a full schedule", "", spec.full_schedule, ""]
     text += [f"![{name}]({name})" for name in plots]
     with open(os.path.join(out_dir, "results.md"), "w") as f:
