@@ -147,10 +147,15 @@ class ReplicaSteps:
         if self.decayed:
             # The gradient of the L2 term 0.5 * l2 * sum(w ** 2), added to that of
             # the loss without taping the term: l2 * w, scaled as the loss is.
+            # A weight the loss does not reach (gradient None) still decays.
             decayed = {id(v) for v in self.decayed}
-            grads = [g + self.optimizer.scale_loss(self.l2 * v.value) if id(v) in decayed else g
+            grads = [self._with_l2(g, v) if id(v) in decayed else g
                      for g, v in zip(grads, variables)]
         return grads, per_example, probabilities
+
+    def _with_l2(self, grad, variable):
+        l2 = self.optimizer.scale_loss(self.l2 * variable.value)
+        return l2 if grad is None else grad + l2
 
     # No tensor-dependent Python control flow: AutoGraph need not convert it
     # (its conversion of bound methods inside strategy.run has dropped `self`).
