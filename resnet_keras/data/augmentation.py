@@ -15,13 +15,21 @@ CROP_SCALE = (0.08, 1.0)
 CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 
 
+def _has_size(image, size):
+    """Whether one image [H, W, C] is SIZE x SIZE (a boolean tensor)."""
+    shape = tf.shape(image)
+    return tf.logical_and(tf.equal(shape[0], size), tf.equal(shape[1], size))
+
+
+def _resized(image, size):
+    """One image resized (antialiased) to SIZE x SIZE, as float32."""
+    return tf.image.resize(tf.cast(image, tf.float32), (size, size), antialias=True)
+
+
 def resize_if_needed(image, size):
     """One image -> float32 [size, size, 3], resized (antialiased) only if needed."""
-    shape = tf.shape(image)
-    same = tf.logical_and(tf.equal(shape[0], size), tf.equal(shape[1], size))
-    image = tf.cond(same, lambda: tf.cast(image, tf.float32),
-                    lambda: tf.image.resize(tf.cast(image, tf.float32), (size, size),
-                                            antialias=True))
+    image = tf.cond(_has_size(image, size), lambda: tf.cast(image, tf.float32),
+                    lambda: _resized(image, size))
     return tf.ensure_shape(image, [size, size, 3])
 
 
@@ -31,14 +39,8 @@ def sized_uint8(image, size):
 
     The training pipeline applies it before its cache, so that each epoch
     reads images ready to batch (a quarter of float32's memory)."""
-    shape = tf.shape(image)
-    same = tf.logical_and(tf.equal(shape[0], size), tf.equal(shape[1], size))
-
-    def resized():
-        pixels = tf.image.resize(tf.cast(image, tf.float32), (size, size), antialias=True)
-        return tf.saturate_cast(tf.round(pixels), tf.uint8)
-
-    image = tf.cond(same, lambda: tf.saturate_cast(image, tf.uint8), resized)
+    image = tf.cond(_has_size(image, size), lambda: tf.saturate_cast(image, tf.uint8),
+                    lambda: tf.saturate_cast(tf.round(_resized(image, size)), tf.uint8))
     return tf.ensure_shape(image, [size, size, 3])
 
 

@@ -52,11 +52,11 @@ def anchor_lines(spec, rows):
     by_label = {r["label"]: r for r in rows}
     lines = []
     for anchor in spec.anchors:
-        base, other = (by_label.get(label) for label in (anchor.labels * 2)[:2])
         lines.append(f"- {anchor.text}")
         if anchor.published_top1 is not None:  # one model against its published top-1
             lines.append(_against_published(anchor, by_label.get(anchor.labels[0])))
             continue
+        base, other = (by_label.get(label) for label in anchor.labels)
         if base is None or other is None:
             lines.append("  - Measured here: not run.")
             continue
