@@ -302,6 +302,10 @@ def build_parser():
     p.add_argument("--warmup", type=_positive_int, default=4)
     p.add_argument("--repeats", type=_positive_int, default=5,
                    help="timed repetitions per serving path")
+    p.add_argument("--rounds", type=_positive_int, default=1,
+                   help="run the training and forward contenders this many times, "
+                        "each round in the reverse order of the one before, and report "
+                        "the median over all rounds (steadier ratios on shared machines)")
     p.add_argument("--data", default=None,
                    help="image folder with train/<class>/ and test/<class>/ (default: a "
                         "subset of the offline CIFAR-10)")

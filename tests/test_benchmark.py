@@ -81,6 +81,54 @@ def test_train_suite_meets_the_trainers_default_with_fit_at_its_precision(monkey
     assert [r["ratio"] for r in rows[:4]] == [1.0, 2.0, 2.5, 2.5]
 
 
+def test_step_timer_divides_each_gap_by_the_steps_it_spans(monkeypatch):
+    clock = iter([0.0, 1.0, 1.5, 2.0, 5.0, 11.0, 12.0])
+    monkeypatch.setattr(measure.time, "perf_counter", lambda: next(clock))
+    timer = measure.StepTimer()
+    for step in (1, 2, 3, 4, 7, 10, 11):  # a tick every step, then every third
+        timer.on_train_batch_end(step)
+    # Steps 1 and 2 are warm-up (warmup=1 drops warmup + 1 steps).
+    assert timer.step_seconds(warmup=1) == [0.5, 0.5, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 1.0]
+    assert timer.step_seconds(warmup=4) == [2.0, 2.0, 2.0, 1.0]
+
+
+def test_rounds_alternate_the_order_and_pool_every_rounds_steps(monkeypatch):
+    import importlib.util
+
+    ka32, ours32 = "keras.applications.ResNet50 jax fit (float32)", "resnet20 jax fit (float32)"
+    speeds = {ka32: [2.0, 1.0, 1.0], ours32: [4.0, 4.0, 2.0]}
+    jobs = []
+
+    def fake_child(job, env=None):
+        jobs.append(job["label"])
+        speed = speeds.get(job["label"], [3.0] * 3)[sum(j == job["label"] for j in jobs) - 1]
+        return {"step_seconds": [8 / speed] * 3, "seconds": 1 / speed, "precision": "float32",
+                "macs": 1e6, "matmul_peak": 1e12, "matmul_dtype": "float32",
+                "peak_memory_mib": 100.0 * len(jobs)}
+
+    monkeypatch.setattr(benchmark, "run_in_child", fake_child)
+    with monkeypatch.context() as patch:
+        patch.setattr(importlib.util, "find_spec", lambda name, *a: object())
+        rows = benchmark.jax_suite("resnet20", 32, 8, steps=6, warmup=2, rounds=3)
+    assert jobs[:2] == [ka32, ours32] and len(jobs) == 12
+    assert jobs[4:8] == jobs[:4][::-1] and jobs[8:] == jobs[:4]
+    assert rows[0]["rounds"] == [2.0, 1.0, 1.0] and rows[1]["rounds"] == [4.0, 4.0, 2.0]
+    # The median over all rounds' steps, not the first round's.
+    assert rows[0]["images_per_second"] == 1.0 and rows[1]["ratio"] == 4.0
+    assert rows[0]["peak_memory_mib"] == 900.0  # the largest of its rounds' (jobs 1, 8, 9)
+    jobs.clear()
+    folded = "keras.applications.ResNet50 (BatchNorm folded)"
+    speeds.update({"keras.applications.ResNet50": [1.0, 4.0, 2.0], folded: [3.0, 2.0, 2.0]})
+    forward = benchmark.forward_suite((), 32, 4, rounds=3)
+    assert jobs == ["keras.applications.ResNet50", folded] * 3 or \
+        jobs == ["keras.applications.ResNet50", folded, folded,
+                 "keras.applications.ResNet50", "keras.applications.ResNet50", folded]
+    assert [r["rounds_ms"] for r in forward] == [[1000.0, 250.0, 500.0],
+                                                 [1000 / 3, 500.0, 500.0]]
+    assert [r["ms_per_batch"] for r in forward] == [500.0, 500.0]
+    assert forward[1]["ratio"] == 1.0
+
+
 SERVE_LABELS = ["keras model.predict", "SavedModel serving_default", "LiteRT float32",
                 "LiteRT int8 (full-integer)", "ONNX onnxruntime"]
 
@@ -105,8 +153,12 @@ def test_serve_and_pipeline_suites(cifar_subset, capsys):
                                       warmup=1)
     assert row["images_per_second"] > 0
     forward = benchmark.forward_suite(("resnet20",), 32, 4, warmup=1, repeats=2)
-    assert [r["label"] for r in forward] == ["keras.applications.ResNet50", "resnet20"]
-    assert forward[1]["ms_per_batch"] > 0 and forward[0]["ratio"] == 1.0
+    assert [r["label"] for r in forward] == [
+        "keras.applications.ResNet50", "keras.applications.ResNet50 (BatchNorm folded)",
+        "resnet20", "resnet20 (BatchNorm folded)"]
+    assert all(r["ms_per_batch"] > 0 for r in forward) and forward[0]["ratio"] == 1.0
+    assert [r["batch_norms"] > 0 for r in forward] == [True, False, True, False]
+    forward = forward[::2]
     lines = benchmark.format_rows(rows + [row] + forward, consumption={32: 10.0})
     serve = len(rows)
     assert "batch 1:" in lines[1] and "what training consumes" in lines[serve]

@@ -12,7 +12,11 @@ Every contender runs in a fresh process, back to back in one run, so each
 one's peak resident memory is its own and no contender inherits another's
 compiled functions or thread pools. Each reports the median of several timed
 repetitions after warm-up; ratios to the baseline measured in the same run
-are printed, because absolute times drift on shared machines.
+are printed, because absolute times drift on shared machines. With
+``--rounds N`` the training and forward contenders run N times, each round in
+the reverse order of the one before (so no contender always runs first or
+last), and every row reports the median over all rounds' steps beside each
+round's own figure.
 
 Training contenders feed the same real CIFAR-10 images held in memory:
 keras.applications.ResNet50 with a default ``compile``/``fit`` in float32
@@ -21,6 +25,11 @@ keras.applications.ResNet50 with a default ``compile``/``fit`` in float32
 per-device precision default and with float32). Hardware efficiency is the
 training FLOP rate (3 x 2 x multiply-adds per image) over the peak of a
 large matrix product at the same precision, measured in the same process.
+
+The forward suite times one batch through each model as built and with its
+BatchNorm layers folded into the convolutions before them
+(:func:`resnet_keras.folding.fold_batch_norms`, exact in float32),
+keras.applications.ResNet50 included, so the comparison is like for like.
 
 The serving suite times Keras ``predict`` (the baseline), the SavedModel as
 TF Serving loads it, and the LiteRT float32, LiteRT full-integer int8
@@ -67,7 +76,7 @@ def _cifar_folder(folder):
 
 
 def train_suite(model="resnet50", image_size=224, batch_size=32, steps=12, warmup=4,
-                folder=None):
+                folder=None, rounds=1):
     """Training images/second of each contender, efficiency and memory (a list of rows)."""
     if steps <= warmup + 1:
         raise ValueError(f"steps ({steps}) must exceed warmup + 1 ({warmup + 1})")
@@ -79,63 +88,77 @@ def train_suite(model="resnet50", image_size=224, batch_size=32, steps=12, warmu
 
             folder = data.extract_subset(data.default_cifar10_archive(), workdir,
                                          -(-batch_size * warmup // 10), 1)
-        return _train_contenders(model, image_size, batch_size, steps, warmup, folder)
+        return _train_contenders(model, image_size, batch_size, steps, warmup, folder, rounds)
 
 
-def _train_contenders(model, image_size, batch_size, steps, warmup, folder):
+def _train_contenders(model, image_size, batch_size, steps, warmup, folder, rounds=1):
     common = {"job": "train", "model": model, "image_size": image_size,
               "batch_size": batch_size, "steps": steps, "warmup": warmup, "folder": folder}
-    rows = _train_rows(common, [
+    contenders = [
         ("keras.applications.ResNet50 fit (float32)", {"kind": "keras-applications"}),
         (f"{model} fit (float32)", {"kind": "fit"}),
         (f"{model} resnet-keras train (float32)", {"kind": "trainer", "mixed_precision": False}),
         (f"{model} resnet-keras train (default)", {"kind": "trainer", "mixed_precision": None}),
-    ])
-    default = rows[-1]["precision"]
+    ]
+    results = _run_round(common, contenders)
+    default = results[contenders[-1][0]][0]["precision"]
     if default != "float32":
         # Keras fit at the precision the trainer chose for this device, so
         # that the trainer's default meets fit at the same precision too.
-        rows += _train_rows(common, [(f"{model} fit ({default})",
-                                      {"kind": "fit", "precision": default})],
-                            base=rows[0]["images_per_second"])
-    return rows
+        contenders.append((f"{model} fit ({default})", {"kind": "fit", "precision": default}))
+        results.update(_run_round(common, contenders[-1:]))
+    return _train_rows(common, contenders, _more_rounds(common, contenders, results, rounds))
 
 
-def _train_rows(common, contenders, env=None, base=None):
-    """Run each (label, job fields) contender in a child; rows with ratios to
-    BASE images/second (by default the first row's)."""
+def _run_round(common, contenders, env=None):
+    """Each (label, job fields) contender run once, in a child: {label: [result]}."""
+    size, batch = common["image_size"], common["batch_size"]
+    results = {}
+    for label, fields in contenders:
+        _say(f"{common['job']}: {label} at {size}x{size}, batch {batch}"
+             + (f", {common['steps']} steps" if "steps" in common else "") + " ...")
+        results[label] = [run_in_child(dict(common, label=label, **fields), env=env)]
+    return results
+
+
+def _more_rounds(common, contenders, results, rounds, env=None):
+    """RESULTS (one round) with ROUNDS - 1 more, each in the reverse order of the
+    one before, so that no contender always runs first or after the same one."""
+    for number in range(1, rounds):
+        _say(f"round {number + 1} of {rounds}")
+        order = contenders[::-1] if number % 2 else contenders
+        for label, more in _run_round(common, order, env).items():
+            results[label] += more
+    return results
+
+
+def _train_rows(common, contenders, results):
+    """A row per contender from its RESULTS (one per round): the median step
+    time of all rounds' steps, with ratios to the first row's images/second."""
     size, batch = common["image_size"], common["batch_size"]
     rows = []
-    for label, fields in contenders:
-        _say(f"train: {label} at {size}x{size}, batch {batch}, {common['steps']} steps ...")
-        result = run_in_child(dict(common, label=label, **fields), env=env)
-        step = statistics.median(result["step_seconds"])
+    for label, _ in contenders:
+        runs = results[label]
+        result = runs[0]
+        step = statistics.median([s for run in runs for s in run["step_seconds"]])
         speed = batch / step
         flops = 6 * result["macs"] * speed
         rows.append({"suite": "train", "label": label, "images_per_second": speed,
                      "step_seconds": step, "precision": result["precision"],
+                     "rounds": [batch / statistics.median(run["step_seconds"]) for run in runs],
                      "train_flops_per_second": flops, "matmul_peak": result["matmul_peak"],
                      "matmul_dtype": result["matmul_dtype"],
                      "efficiency": flops / result["matmul_peak"],
-                     "peak_memory_mib": result["peak_memory_mib"],
+                     "peak_memory_mib": max(run["peak_memory_mib"] for run in runs),
                      "model": common["model"], "image_size": size, "batch_size": batch,
                      "device": result.get("device")})
-    base = base or rows[0]["images_per_second"]
     for row in rows:
-        row["ratio"] = row["images_per_second"] / base
+        row["ratio"] = row["images_per_second"] / rows[0]["images_per_second"]
     return rows
 
 
-# Published single-GPU training throughput of ResNet-50 v1.5 at 224, batch 256,
-# images/second: NVIDIA DeepLearningExamples, PyTorch, NGC container 21.03.
-PUBLISHED_GPU = {"A100": {"TF32": 938, "mixed precision": 2470},
-                 "V100": {"FP32": 367, "mixed precision": 1200}}
-PUBLISHED_SOURCE = ("NVIDIA DeepLearningExamples, PyTorch ResNet-50 v1.5, 1 GPU, "
-                    "batch 256 (NGC 21.03)")
-
-
 def jax_suite(model="resnet50", image_size=224, batch_size=32, steps=12, warmup=4,
-              classes=1000):
+              classes=1000, rounds=1):
     """Training images/second on Keras' JAX backend (the GPU benchmark): a list of rows.
 
     keras.applications.ResNet50 and MODEL through Keras ``fit``, in float32 and
@@ -156,7 +179,17 @@ def jax_suite(model="resnet50", image_size=224, batch_size=32, steps=12, warmup=
                   for precision in ("float32", "mixed_bfloat16")
                   for name, kind in (("keras.applications.ResNet50", "keras-applications"),
                                      (model, "fit"))]
-    return _train_rows(common, contenders, env={"KERAS_BACKEND": "jax"})
+    env = {"KERAS_BACKEND": "jax"}
+    results = _more_rounds(common, contenders, _run_round(common, contenders, env), rounds, env)
+    return _train_rows(common, contenders, results)
+
+
+# Published single-GPU training throughput of ResNet-50 v1.5 at 224, batch 256,
+# images/second: NVIDIA DeepLearningExamples, PyTorch, NGC container 21.03.
+PUBLISHED_GPU = {"A100": {"TF32": 938, "mixed precision": 2470},
+                 "V100": {"FP32": 367, "mixed precision": 1200}}
+PUBLISHED_SOURCE = ("NVIDIA DeepLearningExamples, PyTorch ResNet-50 v1.5, 1 GPU, "
+                    "batch 256 (NGC 21.03)")
 
 
 def published_gpu_lines(device):
@@ -271,19 +304,30 @@ def pipeline_suite(image_size=32, batch_size=128, images=20000, folder=None, war
 
 
 def forward_suite(models=("resnet50", "drn_c_26"), image_size=224, batch_size=8, warmup=2,
-                  repeats=7):
-    """Inference time per batch against keras.applications.ResNet50 (a list of rows)."""
+                  repeats=7, rounds=1):
+    """Inference time per batch against keras.applications.ResNet50 (a list of rows).
+
+    Each model runs as built and with its BatchNormalizations folded into the
+    convolutions (as the exports serve it); keras.applications.ResNet50 too,
+    so that the fold's gain is seen on both sides.
+    """
+    common = {"job": "forward", "image_size": image_size, "batch_size": batch_size,
+              "warmup": warmup, "repeats": repeats}
+    contenders = [(label, {"model": model, "fold": fold})
+                  for model in ("keras.applications.ResNet50", *models)
+                  for label, fold in ((model, False), (f"{model} (BatchNorm folded)", True))]
+    results = _more_rounds(common, contenders, _run_round(common, contenders), rounds)
     rows = []
-    for model in ("keras.applications.ResNet50", *models):
-        _say(f"forward: {model} at {image_size}x{image_size}, batch {batch_size} ...")
-        result = run_in_child({"job": "forward", "model": model, "image_size": image_size,
-                               "batch_size": batch_size, "warmup": warmup,
-                               "repeats": repeats, "label": model})
-        rows.append({"suite": "forward", "label": model, "image_size": image_size,
-                     "batch_size": batch_size, "ms_per_batch": 1e3 * result["seconds"],
-                     "images_per_second": batch_size / result["seconds"],
-                     "flops_per_second": 2 * result["macs"] * batch_size / result["seconds"],
-                     "peak_memory_mib": result["peak_memory_mib"]})
+    for label, _ in contenders:
+        runs = results[label]
+        seconds = statistics.median(run["seconds"] for run in runs)
+        rows.append({"suite": "forward", "label": label, "image_size": image_size,
+                     "batch_size": batch_size, "ms_per_batch": 1e3 * seconds,
+                     "batch_norms": runs[0].get("batch_norms"),
+                     "rounds_ms": [1e3 * run["seconds"] for run in runs],
+                     "images_per_second": batch_size / seconds,
+                     "flops_per_second": 2 * runs[0]["macs"] * batch_size / seconds,
+                     "peak_memory_mib": max(run["peak_memory_mib"] for run in runs)})
     for row in rows:
         row["ratio"] = rows[0]["ms_per_batch"] / row["ms_per_batch"]
     return rows
@@ -318,7 +362,7 @@ def format_rows(rows, consumption=None):
                 f"{row['peak_memory_mib']:6.0f} MiB")
         elif row["suite"] == "forward":
             lines.append(
-                f"{row['label'] + ' forward':46s} {row['ms_per_batch']:8.1f} ms/batch "
+                f"{row['label'] + ' forward':56s} {row['ms_per_batch']:8.1f} ms/batch "
                 f"{row['images_per_second']:7.1f} img/s  x{row['ratio']:.2f}  "
                 f"{row['flops_per_second'] / 1e9:6.1f} GFLOP/s  "
                 f"{row['peak_memory_mib']:6.0f} MiB")
@@ -346,14 +390,16 @@ def run_suites(args):
         configs = ALL_TRAINING if everything else [(args.model, args.image_size,
                                                     args.batch_size)]
         for model, size, batch in configs:
-            rows += train_suite(model, size, batch, args.steps, args.warmup, args.data)
+            rows += train_suite(model, size, batch, args.steps, args.warmup, args.data,
+                                args.rounds)
     if args.suite == "jax":
         rows += jax_suite(args.model, args.image_size, args.batch_size, args.steps,
-                          args.warmup, args.classes)
+                          args.warmup, args.classes, args.rounds)
     if args.suite in ("forward", "all"):
         models = ("resnet50", "drn_c_26") if everything else (args.model,)
         rows += forward_suite(models, 224 if everything else args.image_size,
-                              8 if everything else args.batch_size, repeats=args.repeats)
+                              8 if everything else args.batch_size, repeats=args.repeats,
+                              rounds=args.rounds)
     if args.suite in ("serve", "all"):
         model, size, classes = (("resnet50", 224, 1000) if everything
                                 else (args.model, args.image_size, args.classes))

@@ -28,7 +28,7 @@ def _keras_callback(timer):
 
     class Callback(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
-            timer.on_train_batch_end(batch, logs)
+            timer.on_train_batch_end(batch + 1, logs)
 
     return Callback()
 
@@ -290,12 +290,15 @@ def _pipeline_job(job):
 
 
 def _forward_job(job):
-    """Inference time of one model as a traced function, batch N."""
+    """Inference time of one model as a traced function, batch N; with
+    ``fold``, of its copy with BatchNormalization folded into the convolutions,
+    as the exports serve it."""
     import keras
     import numpy as np
     import tensorflow as tf
 
     import resnet_keras
+    from resnet_keras.folding import fold_batch_norms
 
     size, batch = job["image_size"], job["batch_size"]
     shape = (size, size, 3)
@@ -303,10 +306,13 @@ def _forward_job(job):
         model = keras.applications.ResNet50(weights=None, input_shape=shape)
     else:
         model = resnet_keras.build_model(job["model"], input_shape=shape)
+    if job.get("fold"):
+        model = fold_batch_norms(model)
     images = tf.constant(np.random.default_rng(0).normal(size=(batch, *shape)), tf.float32)
     forward = tf.function(lambda x: model(x, training=False))
     seconds = median_seconds(lambda: forward(images).numpy(), job["warmup"], job["repeats"])
-    return {"seconds": seconds, "macs": resnet_keras.count_macs(model)}
+    norms = sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers)
+    return {"seconds": seconds, "macs": resnet_keras.count_macs(model), "batch_norms": norms}
 
 
 JOBS = {"train": _train_job, "jax-train": _jax_train_job, "serve": _serve_job,

@@ -155,17 +155,28 @@ def _jax_matmul_chain(dtype, size):
 
 
 class StepTimer:
-    """Wall-clock time at the end of each training step (Keras and trainer callbacks)."""
+    """Wall-clock times of training's progress ticks.
+
+    ``on_train_batch_end(step)`` takes STEP, the number of steps done so far,
+    as the trainer's callbacks do (it ticks every few steps, as in real
+    training); ``contenders`` adapts Keras callbacks, whose batch index starts
+    at 0.
+    """
 
     def __init__(self):
-        self.times = []
+        self.ticks = []
 
-    def on_train_batch_end(self, batch, logs=None):
-        self.times.append(time.perf_counter())
+    def on_train_batch_end(self, step, logs=None):
+        self.ticks.append((step, time.perf_counter()))
 
     def step_seconds(self, warmup):
-        gaps = [b - a for a, b in zip(self.times, self.times[1:])]
-        return gaps[warmup:]
+        """Seconds per step after the first WARMUP + 1 steps: each gap between
+        two ticks divided by the steps it spans, once for each of them."""
+        seconds = []
+        for (done, start), (later, end) in zip(self.ticks, self.ticks[1:]):
+            if done > warmup:
+                seconds += [(end - start) / (later - done)] * (later - done)
+        return seconds
 
 
 KERNEL_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
