@@ -356,6 +356,7 @@ def main(argv=None):
         return done.code if isinstance(done.code, int) else 0
     from resnet_keras.errors import MissingExtra, first_line
 
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed, for the records
     command = f"resnet-keras {args.command}"
     try:
         with _quiet_python_logs():

@@ -1,5 +1,6 @@
 """The benchmark command, on tiny budgets: every contender runs in its own process."""
 import json
+import os
 
 import pytest
 
@@ -38,7 +39,12 @@ def test_train_suite_reports_every_contender(cifar_subset, tmp_path, capsys):
                      "--batch-size", "16", "--steps", "6", "--warmup", "2",
                      "--data", cifar_subset, "--output", str(output)])
     assert code == 0
-    rows = json.loads(output.read_text())["rows"]
+    saved = json.loads(output.read_text())
+    assert saved["command"] == ("resnet-keras benchmark train --model resnet20 --image-size 32 "
+                                f"--batch-size 16 --steps 6 --warmup 2 --data {cifar_subset} "
+                                f"--output {output}")
+    assert saved["machine"].startswith(f"{os.cpu_count()} CPU cores (")
+    rows = saved["rows"]
     default = rows[3]["precision"]
     assert [r["label"] for r in rows] == [
         "keras.applications.ResNet50 fit (float32)", "resnet20 fit (float32)",

@@ -114,6 +114,21 @@ def test_one_model_anchor_meets_its_published_top1():
     assert report_lib.anchor_lines(spec, [])[1] == "  - Measured here: not run."
 
 
+def test_table_gives_the_median_epoch_beside_the_total_wall_time():
+    # Epochs of 60, 62 and 61 s, then one stretched by a pause to 6,000 s.
+    curve = [{"epoch": 1, "seconds": 60.0}, {"epoch": 2, "seconds": 122.0},
+             {"epoch": 3, "seconds": 183.0}, {"epoch": 4, "seconds": 6183.0}]
+    assert report_lib.median_epoch_seconds(curve) == 61.5
+    assert report_lib.median_epoch_seconds([]) is None
+    row = {"label": "resnet20", "model": "resnet20", "overrides": {}, "precision": "float32",
+           "params": 271098, "flops": 81.1e6, "epochs": 4, "wall_time": 6183.0,
+           "images_per_second": 1000.0, "top1": 0.9, "top5": 0.99, "curve": curve}
+    line = report_lib.table_markdown([row]).splitlines()[2]
+    assert "| 103.0 min | 62 s | 1,000 |" in line
+    del row["curve"]
+    assert "| 103.0 min | n/a | 1,000 |" in report_lib.table_markdown([row])
+
+
 @pytest.mark.parametrize("argv, expected", [
     (["--protocol", "imagenet-full"], "unknown protocol 'imagenet-full'; choices: cifar10-short"),
     (["--models", "resnet21"], "unknown model label 'resnet21'"),

@@ -50,6 +50,7 @@ runs the suites and prints the report.
 """
 import json
 import os
+import shlex
 import statistics
 import sys
 import tempfile
@@ -421,7 +422,9 @@ def benchmark_main(args):
         if row["suite"] == "train":
             size = row["image_size"]
             consumption[size] = max(consumption.get(size, 0.0), row["images_per_second"])
+    command = shlex.join(["resnet-keras"] + getattr(args, "argv", ["benchmark", args.suite]))
     print(f"machine: {machine_line()}")
+    print(f"command: {command}")
     devices = sorted({row["device"] for row in rows if row.get("device")})
     for device in devices:
         print(f"device: {device}")
@@ -433,6 +436,7 @@ def benchmark_main(args):
     print(f"({time.time() - started:.0f} s)")
     if args.output:
         with open(args.output, "w") as f:
-            json.dump({"machine": machine_line(), "rows": rows}, f, indent=2)
+            json.dump({"machine": machine_line(), "command": command, "rows": rows}, f,
+                      indent=2)
         print(f"results: {args.output}")
     return 0

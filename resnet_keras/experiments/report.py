@@ -7,6 +7,7 @@ protocol's prose; the plots need matplotlib (the ``results`` extra).
 import csv
 import json
 import os
+import statistics
 
 from resnet_keras.atomic import write_atomic
 from resnet_keras.experiments.measure import machine_line
@@ -24,15 +25,33 @@ def _pct(value):
     return "n/a" if value is None else f"{100 * value:.2f}"
 
 
+def median_epoch_seconds(curve):
+    """The median wall time of one epoch (its evaluation included) along CURVE,
+    the per-epoch points with cumulative ``seconds``; None without points.
+
+    Unlike the total, it does not count an epoch that a paused or crowded run
+    stretched."""
+    ends = [point["seconds"] for point in curve]
+    if not ends:
+        return None
+    return statistics.median(b - a for a, b in zip([0.0] + ends, ends))
+
+
+def _seconds(value):
+    return "n/a" if value is None else f"{value:,.0f} s"
+
+
 def table_markdown(rows):
     lines = ["| model | builder | precision | params | MFLOPs/image | epochs | wall time | "
-             "train img/s | top-1 % | top-5 % |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "median epoch | train img/s | top-1 % | top-5 % |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         builder = r["model"] + "".join(f", {k}={v}" for k, v in r["overrides"].items())
         lines.append(f"| {r['label']} | `{builder}` | {r['precision']} | {r['params']:,} | "
                      f"{r['flops'] / 1e6:,.1f} | {r['epochs']} | "
-                     f"{r['wall_time'] / 60:.1f} min | {r['images_per_second']:,.0f} | "
+                     f"{r['wall_time'] / 60:.1f} min | "
+                     f"{_seconds(median_epoch_seconds(r.get('curve', ())))} | "
+                     f"{r['images_per_second']:,.0f} | "
                      f"{_pct(r['top1'])} | {_pct(r['top5'])} |")
     return "\n".join(lines)
 
@@ -109,7 +128,8 @@ def write_report(out_dir, spec, rows, dataset, command):
             "runs some of them):", "", f"    {command}", "", table_markdown(rows), "",
             "FLOPs are 2 x multiply-adds of one forward pass at "
             f"{spec.image_size}x{spec.image_size}; wall time includes evaluation after "
-            "every epoch.", "", "## Against the published anchors", ""]
+            "every epoch and any time the run was paused or shared the machine; the "
+            "median epoch (its evaluation included) does not count such stretches.", "", "## Against the published anchors", ""]
     text += anchor_lines(spec, rows)
     text += averaging_lines(rows)
     text += ["", "## With a full schedule", "", spec.full_schedule, ""]
