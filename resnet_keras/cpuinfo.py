@@ -34,6 +34,7 @@ def read(path=CPUINFO):
     return model, flags or frozenset()
 
 
-def onednn_isa_cap():
-    """The instruction set oneDNN is capped at (upper case), or ``""``."""
-    return os.environ.get(ONEDNN_ISA_CAP, "").strip().upper()
+def onednn_isa_cap(value=None):
+    """The instruction set oneDNN is capped at (upper case), or ``""``: VALUE
+    where given (e.g. ``"avx2"``), else the ``ONEDNN_MAX_CPU_ISA`` variable."""
+    return (os.environ.get(ONEDNN_ISA_CAP, "") if value is None else value).strip().upper()

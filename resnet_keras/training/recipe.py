@@ -125,7 +125,7 @@ def cpu_has_native_bfloat16(cpuinfo=None, isa_cap=None):
     where oneDNN's kernels are capped below AVX-512 BF16: ``isa_cap``, by
     default the ``ONEDNN_MAX_CPU_ISA`` environment variable (e.g. ``AVX2``).
     """
-    cap = cpuinfo_lib.onednn_isa_cap() if isa_cap is None else isa_cap.strip().upper()
+    cap = cpuinfo_lib.onednn_isa_cap(isa_cap)
     if cap in ISA_CAPS_WITHOUT_BFLOAT16:
         return False
     _, flags = cpuinfo_lib.read(cpuinfo or CPUINFO)
