@@ -53,10 +53,13 @@ def test_table_csv_json_and_plots_are_written(report):
                "--steps-per-epoch 3")
     assert stored["command"] == command
     assert stored["rows"][1]["overrides"] == {"output_stride": 2}
+    assert [g["group"] for g in stored["groups"]] == ["resnet20", "resnet20-os2", "resnet20-fp32"]
+    assert stored["groups"][0]["top1s"] == [rows[0]["top1"]]
     text = open(os.path.join(out, "results.md")).read()
     assert f"| resnet20-os2 | `resnet20, output_stride=2` | {rows[1]['precision']} | 271,098 |" in text
     assert "8.75 %" in text and f"    {command}\n" in text
     assert "DRN-C-26" in text and "Measured here: not run." in text
+    assert "## Over seeds" not in text  # one seed per model
     for name in ("accuracy_vs_epochs.png", "accuracy_vs_flops.png"):
         with open(os.path.join(out, name), "rb") as f:
             assert f.read(8) == PNG_MAGIC
@@ -112,6 +115,75 @@ def test_one_model_anchor_meets_its_published_top1():
     rows[0]["top1"] = 0.9130
     assert "(+0.05 points): reached." in report_lib.anchor_lines(spec, rows)[1]
     assert report_lib.anchor_lines(spec, [])[1] == "  - Measured here: not run."
+
+
+def _seeded(label, group, seed, top1):
+    return {"label": label, "group": group, "seed": seed, "top1": top1, "epochs": 60}
+
+
+def test_seeds_are_pooled_by_group_with_mean_range_and_spread():
+    rows = [_seeded("resnet20", "resnet20", 0, 0.8905),
+            _seeded("resnet20-os2", "resnet20-os2", 0, 0.8985),
+            _seeded("resnet20-seed1", "resnet20", 1, 0.8931),
+            {"label": "resnet18", "top1": 0.60, "epochs": 3}]  # no group: its own
+    groups = report_lib.seed_groups(rows)
+    assert [g["group"] for g in groups] == ["resnet20", "resnet20-os2", "resnet18"]
+    pooled = groups[0]
+    assert pooled["labels"] == ["resnet20", "resnet20-seed1"] and pooled["seeds"] == [0, 1]
+    assert pooled["mean"] == pytest.approx(0.8918)
+    assert (pooled["low"], pooled["high"]) == (0.8905, 0.8931)
+    assert pooled["std"] == pytest.approx(0.0026 / 2 ** 0.5)
+    assert groups[1]["std"] is None and groups[1]["mean"] == 0.8985
+    assert report_lib.seed_lines(rows) == [
+        "", "## Over seeds", "",
+        "| model | seeds | top-1 % mean | range | std | each seed |",
+        "|---|---:|---:|---:|---:|---|",
+        "| resnet20 | 2 | 89.18 | 89.05-89.31 | 0.18 | 89.05 (resnet20), 89.31 (resnet20-seed1) |"]
+    assert report_lib.seed_lines(rows[:2]) == []
+
+
+def test_anchors_compare_the_mean_over_seeds_and_say_who_wins():
+    spec = results.get_protocol("cifar10-full")
+    rows = [_seeded("resnet20", "resnet20", 0, 0.8905),
+            _seeded("resnet20-os2", "resnet20-os2", 0, 0.8985)]
+    pair = report_lib.anchor_lines(spec, rows)[3]
+    assert pair == ("  - Measured here: resnet20-os2 89.85 % vs resnet20 89.05 % top-1 "
+                    "(+0.80 points) after 60 and 60 epoch(s). One seed each side: no spread "
+                    "to judge the gap by yet.")
+    rows += [_seeded("resnet20-seed1", "resnet20", 1, 0.8931),
+             _seeded("resnet20-os2-seed1", "resnet20-os2", 1, 0.8951)]
+    lines = report_lib.anchor_lines(spec, rows)
+    assert lines[1] == ("  - Measured here: resnet20 89.18 % (mean of 2 seeds, 89.05-89.31) "
+                        "top-1 after 60 epoch(s), against the published 91.25 % "
+                        "(-2.07 points): not reached.")
+    assert lines[3] == ("  - Measured here: resnet20-os2 89.68 % (mean of 2 seeds, "
+                        "89.51-89.85) vs resnet20 89.18 % (mean of 2 seeds, 89.05-89.31) "
+                        "top-1 (+0.50 points) after 60 and 60 epoch(s). "
+                        "resnet20-os2 is ahead at every seed: it wins.")
+    rows[3]["top1"] = 0.8920  # now below resnet20's better seed
+    assert report_lib.anchor_lines(spec, rows)[3].endswith(
+        "The seeds overlap: neither wins beyond the spread between seeds.")
+    rows[1]["top1"], rows[3]["top1"] = 0.8801, 0.8899
+    assert report_lib.anchor_lines(spec, rows)[3].endswith(
+        "resnet20 is ahead at every seed: it wins.")
+
+
+def test_report_of_two_seeds_gives_their_table_and_groups(tmp_path):
+    spec = results.get_protocol("cifar10-full")
+    rows = []
+    for label, seed, top1 in (("resnet20", 0, 0.8905), ("resnet20-seed1", 1, 0.8931)):
+        rows.append(dict(_seeded(label, "resnet20", seed, top1), model="resnet20",
+                         overrides={}, precision="float32", params=271098, flops=81.1e6,
+                         wall_time=3600.0, images_per_second=1000.0, top5=0.99,
+                         best_top1=top1, curve=[{"epoch": 60, "seconds": 3600.0, "top1": top1}]))
+    report_lib.write_report(str(tmp_path), spec, rows, "folder:cifar", "resnet-keras results")
+    text = (tmp_path / "results.md").read_text()
+    assert "| resnet20 | 2 | 89.18 | 89.05-89.31 | 0.18 |" in text
+    assert text.index("## Over seeds") < text.index("## Against the published anchors")
+    assert "resnet20 89.18 % (mean of 2 seeds, 89.05-89.31) top-1" in text
+    stored = json.loads((tmp_path / "results.json").read_text())
+    assert [(g["group"], g["labels"]) for g in stored["groups"]] == [
+        ("resnet20", ["resnet20", "resnet20-seed1"])]
 
 
 def test_table_gives_the_median_epoch_beside_the_total_wall_time():

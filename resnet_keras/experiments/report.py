@@ -1,7 +1,9 @@
 """The report of an accuracy protocol: results.md, .csv, .json and two plots.
 
-``results.md`` holds the table, each published anchor beside what the run
-measured for the same pair of models, the command that made it and the
+``results.md`` holds the table, the mean and spread of the models trained
+with several seeds (rows of one ``group``), each published anchor beside what
+the run measured for the same pair of models (their means over seeds, and
+whether one is ahead at every seed), the command that made it and the
 protocol's prose; the plots need matplotlib (the ``results`` extra).
 """
 import csv
@@ -56,39 +58,105 @@ def table_markdown(rows):
     return "\n".join(lines)
 
 
-def _against_published(anchor, row):
-    if row is None:
+def group_of(row):
+    """The name of the group whose seeds ROW is averaged with (its label by default)."""
+    return row.get("group") or row["label"]
+
+
+def seed_groups(rows):
+    """ROWS pooled by group, in the order the groups first appear: for each, its
+    ``group`` name, ``labels``, ``seeds``, ``top1s`` (one per row), ``mean``,
+    ``low``, ``high``, ``std`` (the sample standard deviation; None for one
+    seed) and the ``epochs`` of its rows."""
+    pooled = {}
+    for r in rows:
+        pooled.setdefault(group_of(r), []).append(r)
+    groups = []
+    for name, members in pooled.items():
+        top1s = [m["top1"] for m in members]
+        groups.append({
+            "group": name, "labels": [m["label"] for m in members],
+            "seeds": [m.get("seed") for m in members], "top1s": top1s,
+            "mean": statistics.fmean(top1s), "low": min(top1s), "high": max(top1s),
+            "std": statistics.stdev(top1s) if len(top1s) > 1 else None,
+            "epochs": sorted({m["epochs"] for m in members})})
+    return groups
+
+
+def _epochs(group):
+    return "/".join(str(e) for e in group["epochs"])
+
+
+def _top1(group):
+    """A group's top-1 for a sentence: the value of its one row, or the mean
+    of its seeds with their range."""
+    if len(group["top1s"]) == 1:
+        return f"{_pct(group['mean'])} %"
+    return (f"{_pct(group['mean'])} % (mean of {len(group['top1s'])} seeds, "
+            f"{_pct(group['low'])}-{_pct(group['high'])})")
+
+
+def _against_published(anchor, group):
+    if group is None:
         return "  - Measured here: not run."
-    gap = 100 * row["top1"] - anchor.published_top1
+    gap = 100 * group["mean"] - anchor.published_top1
     reached = "reached" if gap >= 0 else "not reached"
-    return (f"  - Measured here: {row['label']} {_pct(row['top1'])} % top-1 after "
-            f"{row['epochs']} epoch(s), against the published {anchor.published_top1:.2f} % "
+    return (f"  - Measured here: {group['group']} {_top1(group)} top-1 after "
+            f"{_epochs(group)} epoch(s), against the published {anchor.published_top1:.2f} % "
             f"({gap:+.2f} points): {reached}.")
 
 
+def seed_verdict(base, other):
+    """Whether OTHER beats BASE beyond the spread of their seeds, in one sentence."""
+    if len(base["top1s"]) < 2 or len(other["top1s"]) < 2:
+        return "One seed each side: no spread to judge the gap by yet."
+    if other["low"] > base["high"]:
+        return f"{other['group']} is ahead at every seed: it wins."
+    if other["high"] < base["low"]:
+        return f"{base['group']} is ahead at every seed: it wins."
+    return "The seeds overlap: neither wins beyond the spread between seeds."
+
+
 def anchor_lines(spec, rows):
-    """Each anchor, with what this run measured for the same pair."""
-    by_label = {r["label"]: r for r in rows}
+    """Each anchor, with what this run measured for the same pair (its groups:
+    the mean over seeds where a model has several)."""
+    by_group = {g["group"]: g for g in seed_groups(rows)}
     lines = []
     for anchor in spec.anchors:
         lines.append(f"- {anchor.text}")
         if anchor.published_top1 is not None:  # one model against its published top-1
-            lines.append(_against_published(anchor, by_label.get(anchor.labels[0])))
+            lines.append(_against_published(anchor, by_group.get(anchor.labels[0])))
             continue
-        base, other = (by_label.get(label) for label in anchor.labels)
+        base, other = (by_group.get(label) for label in anchor.labels)
         if base is None or other is None:
             lines.append("  - Measured here: not run.")
             continue
-        gain = 100 * (other["top1"] - base["top1"])
+        gain = 100 * (other["mean"] - base["mean"])
         verdict = ""
         if anchor.published_gain is not None:  # a published gap exists
             agrees = (gain > 0) == (anchor.published_gain > 0)
             verdict = (" The sign agrees with the published gap." if agrees else
                        " The sign disagrees with the published gap.")
-        lines.append(f"  - Measured here: {anchor.labels[1]} {_pct(other['top1'])} % vs "
-                     f"{anchor.labels[0]} {_pct(base['top1'])} % top-1 "
-                     f"({gain:+.2f} points) after {other['epochs']} and {base['epochs']} "
-                     f"epoch(s).{verdict}")
+        lines.append(f"  - Measured here: {anchor.labels[1]} {_top1(other)} vs "
+                     f"{anchor.labels[0]} {_top1(base)} top-1 "
+                     f"({gain:+.2f} points) after {_epochs(other)} and {_epochs(base)} "
+                     f"epoch(s).{verdict} {seed_verdict(base, other)}")
+    return lines
+
+
+def seed_lines(rows):
+    """The table of the groups trained with more than one seed: mean, range,
+    standard deviation and each seed's top-1 (nothing when every group has one)."""
+    groups = [g for g in seed_groups(rows) if len(g["top1s"]) > 1]
+    if not groups:
+        return []
+    lines = ["", "## Over seeds", "",
+             "| model | seeds | top-1 % mean | range | std | each seed |",
+             "|---|---:|---:|---:|---:|---|"]
+    for g in groups:
+        each = ", ".join(f"{_pct(t)} ({label})" for t, label in zip(g["top1s"], g["labels"]))
+        lines.append(f"| {g['group']} | {len(g['top1s'])} | {_pct(g['mean'])} | "
+                     f"{_pct(g['low'])}-{_pct(g['high'])} | {_pct(g['std'])} | {each} |")
     return lines
 
 
@@ -113,7 +181,8 @@ def averaging_lines(rows):
 def write_report(out_dir, spec, rows, dataset, command):
     """results.{md,csv,json} and the two PNG plots for the finished rows."""
     write_json(os.path.join(out_dir, "results.json"),
-               {"protocol": spec.name, "dataset": dataset, "command": command, "rows": rows})
+               {"protocol": spec.name, "dataset": dataset, "command": command, "rows": rows,
+                "groups": seed_groups(rows)})
     with open(os.path.join(out_dir, "results.csv"), "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(COLUMNS + ("precision", "best_top1", "images_per_second", "overrides"))
@@ -129,7 +198,9 @@ def write_report(out_dir, spec, rows, dataset, command):
             "FLOPs are 2 x multiply-adds of one forward pass at "
             f"{spec.image_size}x{spec.image_size}; wall time includes evaluation after "
             "every epoch and any time the run was paused or shared the machine; the "
-            "median epoch (its evaluation included) does not count such stretches.", "", "## Against the published anchors", ""]
+            "median epoch (its evaluation included) does not count such stretches."]
+    text += seed_lines(rows)
+    text += ["", "## Against the published anchors", ""]
     text += anchor_lines(spec, rows)
     text += averaging_lines(rows)
     text += ["", "## With a full schedule", "", spec.full_schedule, ""]
