@@ -227,13 +227,30 @@ def test_plots_have_whole_epoch_ticks_and_apart_labels(tmp_path, monkeypatch):
     curve = [{"epoch": 1, "top1": 0.3}, {"epoch": 2, "top1": 0.5}]
     rows = [{"label": label, "epochs": 2, "flops": flops, "top1": top1, "curve": curve}
             for label, flops, top1 in [("a", 8.1e7, 0.761), ("b", 1.6e8, 0.776),
-                                       ("c", 8.1e7, 0.758), ("d", 6.9e8, 0.56)]]
+                                       ("c", 8.1e7, 0.758), ("d", 6.9e8, 0.56),
+                                       ("e", 1.4e8, 0.776)]]
     report_lib.write_plots(str(tmp_path), rows)
     ticks = figures[0].axes[0].get_xticks()
     assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks)
-    # Two models with nearly the same FLOPs and top-1: the second label goes below its point.
-    offsets = {t.get_text(): t.xyann[1] for t in figures[1].axes[0].texts}
-    assert offsets == {"a (2 ep)": 4, "b (2 ep)": 4, "c (2 ep)": -11, "d (2 ep)": 4}
+    # Two models with nearly the same FLOPs and top-1: the second label goes below its
+    # point; one close to the left of an earlier point puts its label on its left.
+    offsets = {t.get_text(): t.xyann for t in figures[1].axes[0].texts}
+    assert offsets == {"a (2 ep)": (6, 4), "b (2 ep)": (6, 4), "c (2 ep)": (6, -11),
+                       "d (2 ep)": (6, 4), "e (2 ep)": (-6, 4)}
+    assert figures[1].axes[0].texts[4].get_horizontalalignment() == "right"
+    # Two more seeds of "a": one point at the mean of its three, with a bar over their range.
+    rows += [dict(rows[0], label="a-seed1", group="a", top1=0.771),
+             dict(rows[0], label="a-seed2", group="a", top1=0.772)]
+    report_lib.write_plots(str(tmp_path), rows)
+    ax = figures[3].axes[0]
+    assert sorted(t.get_text() for t in ax.texts) == [
+        "a (2 ep, 3 seeds)", "b (2 ep)", "c (2 ep)", "d (2 ep)", "e (2 ep)"]
+    (a,) = [t for t in ax.texts if t.get_text().startswith("a ")]
+    assert a.xy == pytest.approx((81.0, 76.8))
+    from matplotlib.collections import LineCollection
+
+    (bar,) = [c for c in ax.collections if isinstance(c, LineCollection)]  # 76.1 to 77.2 %
+    assert bar.get_segments()[0][:, 1] == pytest.approx([76.1, 77.2])
     for fig in figures:
         close(fig)
 

@@ -239,20 +239,34 @@ def write_plots(out_dir, rows):
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    points = [(r["flops"] / 1e6, 100 * r["top1"]) for r in rows]
+    # One point per model: the mean over its seeds, with a bar over their range.
+    groups = seed_groups(rows)
+    flops = {group_of(r): r["flops"] for r in rows}
+    points = [(flops[g["group"]] / 1e6, 100 * g["mean"]) for g in groups]
     span = max(1.0, max(y for _, y in points) - min(y for _, y in points))
-    for i, (r, (x, y)) in enumerate(zip(rows, points)):
-        ax.scatter([x], [y], s=40)
-        # A label goes below its point when an earlier point sits close above or below.
-        crowded = any(abs(y - y0) < 0.05 * span and 0.75 < x / x0 < 1.33
-                      for x0, y0 in points[:i])
-        ax.annotate(f"{r['label']} ({r['epochs']} ep)", (x, y), textcoords="offset points",
-                    xytext=(6, -11 if crowded else 4), fontsize=8)
+    for i, (g, (x, y)) in enumerate(zip(groups, points)):
+        seeds = len(g["top1s"])
+        if seeds > 1:
+            ax.errorbar([x], [y], yerr=[[y - 100 * g["low"]], [100 * g["high"] - y]],
+                        fmt="o", markersize=6, capsize=3)
+        else:
+            ax.scatter([x], [y], s=40)
+        # A label beside an earlier point close to its own moves away from it: to
+        # the left of its point when they all lie to the right, else below it.
+        near = [x0 for x0, y0 in points[:i]
+                if abs(y - y0) < 0.05 * span and 0.75 < x / x0 < 1.33]
+        offset, align = ((6, 4), "left")
+        if near:
+            offset, align = ((-6, 4), "right") if min(near) > x else ((6, -11), "left")
+        label = f"{g['group']} ({_epochs(g)} ep" + (f", {seeds} seeds)" if seeds > 1 else ")")
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=offset,
+                    horizontalalignment=align, fontsize=8)
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(ticker.ScalarFormatter())
     ax.xaxis.set_minor_formatter(ticker.NullFormatter())
     ax.margins(x=0.25, y=0.1)
-    ax.set(xlabel="forward MFLOPs per image (log)", ylabel="final test top-1 (%)",
+    ax.set(xlabel="forward MFLOPs per image (log)",
+           ylabel="final test top-1 (%), mean over seeds",
            title="Top-1 against compute")
     ax.grid(alpha=0.3)
     fig.tight_layout()
