@@ -175,15 +175,32 @@ def test_report_of_two_seeds_gives_their_table_and_groups(tmp_path):
         rows.append(dict(_seeded(label, "resnet20", seed, top1), model="resnet20",
                          overrides={}, precision="float32", params=271098, flops=81.1e6,
                          wall_time=3600.0, images_per_second=1000.0, top5=0.99,
-                         best_top1=top1, curve=[{"epoch": 60, "seconds": 3600.0, "top1": top1}]))
+                         best_top1=top1, curve=[{"epoch": 60, "seconds": 3600.0, "top1": top1}],
+                         machine=f"2 CPU cores (CPU {seed})"))
     report_lib.write_report(str(tmp_path), spec, rows, "folder:cifar", "resnet-keras results")
     text = (tmp_path / "results.md").read_text()
+    assert ("Data: `folder:cifar`. Machines: 2 CPU cores (CPU 0) (resnet20); "
+            "2 CPU cores (CPU 1) (resnet20-seed1).") in text
     assert "| resnet20 | 2 | 89.18 | 89.05-89.31 | 0.18 |" in text
     assert text.index("## Over seeds") < text.index("## Against the published anchors")
     assert "resnet20 89.18 % (mean of 2 seeds, 89.05-89.31) top-1" in text
     stored = json.loads((tmp_path / "results.json").read_text())
     assert [(g["group"], g["labels"]) for g in stored["groups"]] == [
         ("resnet20", ["resnet20", "resnet20-seed1"])]
+
+
+def test_report_names_the_machine_of_each_row(monkeypatch):
+    monkeypatch.setattr(report_lib, "machine_line", lambda: "2 CPU cores (here)")
+    amd = "2 CPU cores (AMD EPYC; avx2 fma avx512f avx512_bf16), TF 2.21.0, Keras 3.15.1"
+    intel = "2 CPU cores (Intel(R) Xeon(R) Processor; avx2 amx_bf16), TF 2.21.0, Keras 3.15.1"
+    rows = [{"label": "resnet20", "machine": amd}, {"label": "resnet32", "machine": amd}]
+    assert report_lib.machines_text(rows) == f"Machine: {amd}."
+    rows.append({"label": "resnet20-seed1", "machine": intel})
+    rows.append({"label": "resnet20-old"})
+    assert report_lib.machines_text(rows) == (
+        f"Machines: {amd} (resnet20, resnet32); {intel} (resnet20-seed1); "
+        "2 CPU cores (here) (resnet20-old).")
+    assert report_lib.machines_text([]) == "Machine: 2 CPU cores (here)."
 
 
 def test_table_gives_the_median_epoch_beside_the_total_wall_time():

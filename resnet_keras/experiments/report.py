@@ -160,6 +160,19 @@ def seed_lines(rows):
     return lines
 
 
+def machines_text(rows):
+    """Where the rows were trained: "Machine: M." when one machine ran them all,
+    else each machine with the labels of its rows. A row without a recorded
+    machine is taken to be this one's."""
+    labels = {}
+    for r in rows:
+        labels.setdefault(r.get("machine") or machine_line(), []).append(r["label"])
+    if len(labels) <= 1:
+        return f"Machine: {next(iter(labels), machine_line())}."
+    return "Machines: " + "; ".join(
+        f"{machine} ({', '.join(names)})" for machine, names in labels.items()) + "."
+
+
 def averaging_lines(rows):
     """What the weight average (EMA) and flip averaging gave each row that has
     them: its reported top-1 against the same model without each."""
@@ -192,7 +205,7 @@ def write_report(out_dir, spec, rows, dataset, command):
                 json.dumps(r["overrides"])])
     plots = write_plots(out_dir, rows)
     text = [f"# Results: protocol `{spec.name}`", "", spec.description, "",
-            f"Data: `{dataset}`. Machine: {machine_line()}.", "",
+            f"Data: `{dataset}`. {machines_text(rows)}", "",
             "Made with (rerunning it skips the finished models; `--models LABEL ...` "
             "runs some of them):", "", f"    {command}", "", table_markdown(rows), "",
             "FLOPs are 2 x multiply-adds of one forward pass at "
