@@ -266,7 +266,8 @@ def build_parser():
     p.add_argument("--steps-per-epoch", type=_positive_int, default=None)
     p.add_argument("--holdout", type=_positive_int, default=None, metavar="N",
                    help="validate on the last N training images, not the test split "
-                        "(to choose a recipe)")
+                        "(to choose a recipe; default: the protocol's, e.g. 5000 for "
+                        "cifar10-recipe)")
     p.add_argument("--strategy", choices=("auto", "mirrored", "one-device"), default="auto")
     p.add_argument("--quiet", action="store_true", help="no per-epoch training output")
     p.set_defaults(func=_lazy("experiments.results", "results_main"))

@@ -311,3 +311,36 @@ def test_full_protocol_keeps_models_and_measures_the_averaging_gains(cifar_subse
     again = results.run_protocol(out, "cifar10-full", dataset, labels=["resnet20-seed1"],
                                  epochs=1, steps_per_epoch=2, verbose=0)
     assert again[0]["top1"] == row["top1"] and not os.path.exists(os.path.join(out, "runs"))
+
+
+def test_recipe_protocol_changes_one_option_per_row_on_the_held_out_slice(cifar_subset,
+                                                                           tmp_path):
+    spec = results.get_protocol("cifar10-recipe")
+    assert spec.holdout == 5000 and all(e.epochs == 60 for e in spec.entries)
+    assert dict(spec.recipe) == dict(results.get_protocol("cifar10-full").recipe)
+    assert {e.label: dict(e.recipe) for e in spec.entries} == {
+        "full-recipe": {}, "he-regularisation": {"weight_decay": 1e-4, "label_smoothing": 0.0},
+        "no-smoothing": {"label_smoothing": 0.0}, "lr-0.2": {"learning_rate": 0.2}}
+    out, dataset = str(tmp_path / "recipe"), f"folder:{cifar_subset}"
+    # The protocol's own holdout applies unless another is given (100 images
+    # here, so 5,000 leave none to train on).
+    with pytest.raises(ValueError, match="holdout 5000 leaves no training image"):
+        results.run_protocol(out, "cifar10-recipe", dataset, labels=["he-regularisation"],
+                             epochs=1, steps_per_epoch=2, verbose=0)
+    (row,) = results.run_protocol(out, "cifar10-recipe", dataset, labels=["he-regularisation"],
+                                  epochs=1, steps_per_epoch=2, holdout=20, verbose=0)
+    with open(os.path.join(out, "runs", "he-regularisation", "run_config.json")) as f:
+        recipe = json.load(f)["recipe"]
+    assert recipe["weight_decay"] == 1e-4 and recipe["label_smoothing"] == 0.0
+    assert recipe["nesterov"] is True and recipe["ema_decay"] == 0.999
+    assert row["eval_split"] == "train[80:]" and row["holdout"] == 20
+    assert row["recipe_changes"] == {"weight_decay": 1e-4, "label_smoothing": 0.0}
+    assert row["identity"]["recipe"]["learning_rate"] == 0.1
+    assert row["identity"]["recipe"]["weight_decay"] == 1e-4
+    assert "top1_no_flip" not in row  # flip is measured on the test set only
+    text = open(os.path.join(out, "results.md")).read()
+    assert ("Top-1 and top-5 are measured on the held-out slice `train[80:]` (the last 20 "
+            "training images), which no model trains on, not on the test set.") in text
+    assert ("Recipe of each row beyond the protocol's: he-regularisation: "
+            "label_smoothing=0.0, weight_decay=0.0001.") in text
+    assert os.path.isfile(os.path.join(out, "he-regularisation", "model.keras"))

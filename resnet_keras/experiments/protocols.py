@@ -17,10 +17,11 @@ DEFAULT_PROTOCOL = "cifar10-short"
 # One model of a protocol: a registry name, its epochs, build overrides (pairs
 # of keyword and value), the name of the pair it is compared within, and its
 # mixed_precision (None: the device's default, see train.default_mixed_precision),
-# its seed (None: the protocol's) and the group its seeds are averaged in (None: the label).
+# its seed (None: the protocol's), the group its seeds are averaged in (None: the
+# label) and its recipe: train() options (pairs) over the protocol's recipe.
 Entry = collections.namedtuple(
-    "Entry", "label model epochs overrides pair mixed_precision seed group",
-    defaults=((), "", None, None, None))
+    "Entry", "label model epochs overrides pair mixed_precision seed group recipe",
+    defaults=((), "", None, None, None, ()))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,11 +46,13 @@ class Protocol:
     full_schedule: str
     recipe: Tuple[Tuple[str, object], ...] = ()  # train() options beyond the defaults
     keep_models: bool = False  # copy each final model and run_config.json to OUT/<label>/
+    holdout: Optional[int] = None  # validate on the last N training images, never the test set
 
 
 def _protocol(fields):
     """A :class:`Protocol` from its JSON object (mappings become tuples of pairs)."""
-    entries = tuple(Entry(**dict(entry, overrides=tuple(entry.get("overrides", {}).items())))
+    entries = tuple(Entry(**dict(entry, overrides=tuple(entry.get("overrides", {}).items()),
+                                 recipe=tuple(entry.get("recipe", {}).items())))
                     for entry in fields["entries"])
     anchors = tuple(Anchor(anchor["text"], tuple(anchor["labels"]),
                            anchor.get("published_gain"), anchor.get("published_top1"))

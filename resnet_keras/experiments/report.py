@@ -173,6 +173,27 @@ def machines_text(rows):
         f"{machine} ({', '.join(names)})" for machine, names in labels.items()) + "."
 
 
+def evaluation_text(rows):
+    """Which images the top-1 of ROWS is measured on, when that is not the test
+    set: the held-out slices of the training set, named with their split."""
+    held = sorted({(r["holdout"], r.get("eval_split") or "?") for r in rows if r.get("holdout")})
+    if not held:
+        return []
+    slices = " and ".join(f"`{split}` (the last {n:,} training images)" for n, split in held)
+    return ["", f"Top-1 and top-5 are measured on the held-out slice {slices}, which "
+                "no model trains on, not on the test set."]
+
+
+def recipe_lines(rows):
+    """The recipe options each row changes from the protocol's recipe."""
+    changed = [r for r in rows if r.get("recipe_changes")]
+    if not changed:
+        return []
+    return ["", "Recipe of each row beyond the protocol's: " + "; ".join(
+        f"{r['label']}: " + ", ".join(f"{k}={v}" for k, v in r["recipe_changes"].items())
+        for r in changed) + "."]
+
+
 def averaging_lines(rows):
     """What the weight average (EMA) and flip averaging gave each row that has
     them: its reported top-1 against the same model without each."""
@@ -207,11 +228,12 @@ def write_report(out_dir, spec, rows, dataset, command):
     text = [f"# Results: protocol `{spec.name}`", "", spec.description, "",
             f"Data: `{dataset}`. {machines_text(rows)}", "",
             "Made with (rerunning it skips the finished models; `--models LABEL ...` "
-            "runs some of them):", "", f"    {command}", "", table_markdown(rows), "",
-            "FLOPs are 2 x multiply-adds of one forward pass at "
-            f"{spec.image_size}x{spec.image_size}; wall time includes evaluation after "
-            "every epoch and any time the run was paused or shared the machine; the "
-            "median epoch (its evaluation included) does not count such stretches."]
+            "runs some of them):", "", f"    {command}", "", table_markdown(rows)]
+    text += evaluation_text(rows) + recipe_lines(rows)
+    text += ["", "FLOPs are 2 x multiply-adds of one forward pass at "
+             f"{spec.image_size}x{spec.image_size}; wall time includes evaluation after "
+             "every epoch and any time the run was paused or shared the machine; the "
+             "median epoch (its evaluation included) does not count such stretches."]
     text += seed_lines(rows)
     text += ["", "## Against the published anchors", ""]
     text += anchor_lines(spec, rows)

@@ -93,6 +93,11 @@ def _finished_row(out_dir, entry, identity):
     return row if row.get("identity") == identity else None
 
 
+def entry_recipe(entry, protocol):
+    """The train() options of ENTRY: the protocol's recipe, then the entry's own."""
+    return {**dict(protocol.recipe), **dict(entry.recipe)}
+
+
 def _identity(entry, protocol, dataset, epochs, train_subset, steps_per_epoch, holdout=None):
     identity = {"protocol": protocol.name, "model": entry.model,
                 "overrides": dict(entry.overrides), "dataset": dataset,
@@ -102,8 +107,9 @@ def _identity(entry, protocol, dataset, epochs, train_subset, steps_per_epoch, h
         identity["mixed_precision"] = entry.mixed_precision
     if entry.seed is not None:
         identity["seed"] = entry.seed
-    if protocol.recipe:
-        identity["recipe"] = dict(protocol.recipe)
+    recipe = entry_recipe(entry, protocol)
+    if recipe:
+        identity["recipe"] = recipe
     if holdout:
         identity["holdout"] = holdout
     return identity
@@ -136,7 +142,7 @@ def run_entry(entry, protocol, dataset, out_dir, *, epochs=None, train_subset=No
         seed=protocol.seed if entry.seed is None else entry.seed, train_subset=train_subset,
         steps_per_epoch=steps_per_epoch, model_kwargs=dict(entry.overrides),
         mixed_precision=entry.mixed_precision, holdout=holdout, callbacks=[curve],
-        verbose=verbose, **dict(protocol.recipe))
+        verbose=verbose, **entry_recipe(entry, protocol))
     params, macs = _model_cost(entry, protocol.image_size, result.config["num_classes"])
     gains = _gains(result, run_dir, dataset, holdout)
     row = {
@@ -149,6 +155,7 @@ def run_entry(entry, protocol, dataset, out_dir, *, epochs=None, train_subset=No
         "top5": result.top5, "best_top1": result.best_top1, "identity": identity,
         "curve": curve.points, "seed": result.config["seed"],
         "group": entry.group or entry.label, "holdout": holdout,
+        "recipe_changes": dict(entry.recipe),
         "eval_split": result.config["eval_split"], "machine": machine_line(),
         **gains}
     write_json(os.path.join(run_dir, RESULT_FILE), row)
@@ -201,7 +208,7 @@ def run_protocol(out_dir, protocol=DEFAULT_PROTOCOL, dataset=None, *, labels=Non
     ``labels`` picks a subset of the protocol's models; ``epochs``,
     ``train_subset`` and ``steps_per_epoch`` shorten every run (for trials);
     ``holdout=N`` validates on the last N training images instead of the test
-    split (to choose a recipe).
+    split (to choose a recipe; default: the protocol's ``holdout``, if any).
     Returns the rows of the models run. The report covers every model of the
     protocol finished with these settings (also in earlier sittings) and is
     rewritten after each model, so a long protocol shows results as they come.
@@ -212,6 +219,7 @@ def run_protocol(out_dir, protocol=DEFAULT_PROTOCOL, dataset=None, *, labels=Non
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
     command = reproduce_command(out_dir, spec.name, dataset, epochs, train_subset,
                                 steps_per_epoch, holdout)
+    holdout = holdout or spec.holdout
     dataset = dataset or data_lib.local_cifar10()
     data_lib.parse_dataset_spec(dataset)
     os.makedirs(out_dir, exist_ok=True)
