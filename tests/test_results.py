@@ -268,6 +268,11 @@ def test_plots_have_whole_epoch_ticks_and_apart_labels(tmp_path, monkeypatch):
 
     (bar,) = [c for c in ax.collections if isinstance(c, LineCollection)]  # 76.1 to 77.2 %
     assert bar.get_segments()[0][:, 1] == pytest.approx([76.1, 77.2])
+    assert ax.get_ylabel() == "final test top-1 (%), mean over seeds"
+    # Recipes of one model on a held-out slice: one compute, so no plot against it.
+    held = [dict(r, holdout=5000, flops=8.1e7) for r in rows[:3]]
+    assert report_lib.write_plots(str(tmp_path), held) == ("accuracy_vs_epochs.png",)
+    assert len(figures) == 5 and figures[4].axes[0].get_ylabel() == "held-out top-1 (%)"
     for fig in figures:
         close(fig)
 

@@ -258,20 +258,25 @@ def pyplot():
 
 
 def write_plots(out_dir, rows):
-    """accuracy_vs_epochs.png and accuracy_vs_flops.png; their file names."""
+    """accuracy_vs_epochs.png and, when the rows differ in compute,
+    accuracy_vs_flops.png; the names of the files written."""
     plt, ticker = pyplot()
     names = ("accuracy_vs_epochs.png", "accuracy_vs_flops.png")
+    held = [bool(r.get("holdout")) for r in rows]
+    split = "held-out" if all(held) else "validation" if any(held) else "test"
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for r in rows:
         ax.plot([p["epoch"] for p in r["curve"]], [100 * p["top1"] for p in r["curve"]],
                 marker="o", label=r["label"])
-    ax.set(xlabel="epoch", ylabel="test top-1 (%)", title="Top-1 after each epoch")
+    ax.set(xlabel="epoch", ylabel=f"{split} top-1 (%)", title="Top-1 after each epoch")
     ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, names[0]))
     plt.close(fig)
+    if len({r["flops"] for r in rows}) < 2:  # one compute: nothing to plot against it
+        return names[:1]
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     # One point per model: the mean over its seeds, with a bar over their range.
@@ -301,7 +306,7 @@ def write_plots(out_dir, rows):
     ax.xaxis.set_minor_formatter(ticker.NullFormatter())
     ax.margins(x=0.25, y=0.1)
     ax.set(xlabel="forward MFLOPs per image (log)",
-           ylabel="final test top-1 (%), mean over seeds",
+           ylabel=f"final {split} top-1 (%), mean over seeds",
            title="Top-1 against compute")
     ax.grid(alpha=0.3)
     fig.tight_layout()
