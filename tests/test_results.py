@@ -349,3 +349,6 @@ def test_recipe_protocol_changes_one_option_per_row_on_the_held_out_slice(cifar_
     assert ("Recipe of each row beyond the protocol's: he-regularisation: "
             "label_smoothing=0.0, weight_decay=0.0001.") in text
     assert os.path.isfile(os.path.join(out, "he-regularisation", "model.keras"))
+    with open(os.path.join(out, "results.csv")) as f:
+        (line,) = csv.DictReader(f)
+    assert json.loads(line["recipe_changes"]) == {"weight_decay": 1e-4, "label_smoothing": 0.0}

@@ -213,17 +213,18 @@ def averaging_lines(rows):
 
 
 def write_report(out_dir, spec, rows, dataset, command):
-    """results.{md,csv,json} and the two PNG plots for the finished rows."""
+    """results.{md,csv,json} and the PNG plots for the finished rows."""
     write_json(os.path.join(out_dir, "results.json"),
                {"protocol": spec.name, "dataset": dataset, "command": command, "rows": rows,
                 "groups": seed_groups(rows)})
     with open(os.path.join(out_dir, "results.csv"), "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(COLUMNS + ("precision", "best_top1", "images_per_second", "overrides"))
+        writer.writerow(COLUMNS + ("precision", "best_top1", "images_per_second", "overrides",
+                                   "recipe_changes"))
         for r in rows:
             writer.writerow([r[c] for c in COLUMNS] + [
                 r["precision"], r["best_top1"], round(r["images_per_second"], 1),
-                json.dumps(r["overrides"])])
+                json.dumps(r["overrides"]), json.dumps(r.get("recipe_changes", {}))])
     plots = write_plots(out_dir, rows)
     text = [f"# Results: protocol `{spec.name}`", "", spec.description, "",
             f"Data: `{dataset}`. {machines_text(rows)}", "",
