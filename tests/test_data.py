@@ -258,6 +258,27 @@ def test_corrupt_images_are_skipped_and_counted(cifar_subset, tmp_path):
     assert np.isfinite(images).all()
 
 
+def test_train_slices_are_cut_before_decoding(cifar_subset, tmp_path):
+    root = tmp_path / "cifar"
+    shutil.copytree(cifar_subset, root)
+    (root / "train" / "cat" / "zz_garbage.jpg").write_bytes(b"this is not a jpeg")
+    (root / "train" / "dog" / "zz_garbage.jpg").write_bytes(b"nor is this")
+    splits, class_names = data.read_image_folder(str(root))
+    paths, names = splits["train"].paths, splits["train"].labels
+    bad = [i for i, p in enumerate(paths) if p.endswith("zz_garbage.jpg")]
+    cut = max(bad) + 1  # both broken images lie before the cut
+    ds = data.load_dataset(f"folder:{root}")
+    held = [int(label) for _, label in ds.train_slice(cut)]
+    # The held-out slice is the files after the cut, and none before it was read.
+    assert held == [class_names.index(n) for n in names[cut:]]
+    assert ds.skipped_images == 0
+    # The part before the cut loses its two broken images and no more, and never
+    # reaches past the cut to make up for them.
+    head = [int(label) for _, label in ds.train_slice(0, cut)]
+    assert head == [class_names.index(n) for i, n in enumerate(names[:cut]) if i not in bad]
+    assert ds.skipped_images == 2 and len(head) + len(held) == 100
+
+
 def test_gray_and_rgba_images_become_rgb(tmp_path):
     for split in ("train", "test"):
         for label, channels in (("gray", 1), ("rgba", 4)):

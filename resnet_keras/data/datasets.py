@@ -11,7 +11,7 @@ import contextlib
 import dataclasses
 import os
 import sys
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import tensorflow as tf
 
@@ -51,6 +51,14 @@ class Dataset:
     eval_split: str
     native_size: Optional[int]
     skipped: Dict[str, SkippedImages] = dataclasses.field(repr=False)
+    slicer: Callable = dataclasses.field(repr=False)  # (start, stop) -> decoded train slice
+
+    def train_slice(self, start=0, stop=None):
+        """The decoded training images at indices [start, stop) of the split
+        (stop None: to the end), cut before decoding: a held-out slice at the
+        end reads none of the images before it, and a training part never
+        reaches into it, whichever images fail to decode."""
+        return self.slicer(start, stop)
 
     @property
     def num_classes(self):
@@ -181,12 +189,16 @@ def _dataset(parsed, class_names, raw, sizes, eval_split, image_shape, decode, p
     trackers = {split: SkippedImages(split, sizes[split], (paths or {}).get(split))
                 for split in raw}
     decoded = {split: skip_undecodable(raw[split], trackers[split], decode) for split in raw}
+
+    def slicer(start, stop):
+        return skip_undecodable(raw["train"], trackers["train"], decode, start, stop)
+
     shapes = {split: _probe(raw[split], decode, trackers[split], str(parsed)) for split in raw}
     native = _native_size(image_shape, shapes["train"])
     return Dataset(
         spec=str(parsed), class_names=class_names, train=decoded["train"],
         eval=decoded[eval_split], num_train=sizes["train"], num_eval=sizes[eval_split],
-        eval_split=eval_split, native_size=native, skipped=trackers)
+        eval_split=eval_split, native_size=native, skipped=trackers, slicer=slicer)
 
 
 def _probe(encoded, decode, tracker, spec):

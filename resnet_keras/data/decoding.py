@@ -62,19 +62,24 @@ def read_and_decode_image(path, regular):
     return decode_image(encoded)
 
 
-def skip_undecodable(encoded, skipped, decode=decode_image):
+def skip_undecodable(encoded, skipped, decode=decode_image, start=0, stop=None):
     """(*encoded, label) -> (uint8 image, label), skipping images that fail to decode.
 
     ``decode(*encoded)`` makes the image. Failures are dropped with
     ``ignore_errors``; the gaps they leave in the element indices are flagged
     in ``skipped`` (a :class:`SkippedImages`; a sentinel closes the last gap).
+    ``start`` and ``stop`` keep the examples at indices [start, stop) of
+    ENCODED (stop None: to the end), cut before decoding, so the examples
+    outside are never read.
     """
-    indexed = encoded.enumerate().map(
+    stop = skipped.size if stop is None else min(int(stop), skipped.size)
+    start = min(int(start), stop)
+    indexed = encoded.skip(start).take(stop - start).enumerate(start).map(
         lambda i, example: (i, decode(*example[:-1]), example[-1]),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors()
     sentinel = tf.data.Dataset.from_tensors(
         (tf.constant(-1, tf.int64), tf.zeros([1, 1, 3], tf.uint8), tf.constant(-1, tf.int64)))
-    end = tf.constant(skipped.size, tf.int64)
+    end = tf.constant(stop, tf.int64)
 
     def count_gap(expected, element):
         index, image, label = element
@@ -90,5 +95,5 @@ def skip_undecodable(encoded, skipped, decode=decode_image):
     def drop_index(index, image, label):
         return image, label
 
-    counted = indexed.concatenate(sentinel).scan(tf.constant(0, tf.int64), count_gap)
+    counted = indexed.concatenate(sentinel).scan(tf.constant(start, tf.int64), count_gap)
     return counted.filter(real).map(drop_index)

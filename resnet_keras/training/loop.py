@@ -80,9 +80,12 @@ def make_datasets(record, data, strategy, start_step):
     """(distributed training stream from START_STEP, distributed validation set)."""
     cfg, facts = record.config, record.facts
     examples, batch, size = facts.train_examples, cfg.data.batch_size, cfg.data.image_size
-    train = data.train.take(examples)
     holdout = cfg.data.holdout
-    evaluation = data.train.skip(data.num_train - holdout) if holdout else data.eval
+    if holdout:  # the split is cut before decoding: see Dataset.train_slice
+        cut = data.num_train - holdout
+        train, evaluation = data.train_slice(0, cut).take(examples), data.train_slice(cut)
+    else:
+        train, evaluation = data.train.take(examples), data.eval
     buffer = data_lib.shuffle_buffer_size(examples, data.native_size)
     convention = cfg.model.preprocessing or DEFAULT_CONVENTION
     train_dist = data_lib.distribute(strategy, lambda ctx: data_lib.train_pipeline(
