@@ -164,11 +164,11 @@ def machines_text(rows):
     """Where the rows were trained: "Machine: M." when one machine ran them all,
     else each machine with the labels of its rows. A row without a recorded
     machine is taken to be this one's."""
-    labels = {}
+    here, labels = machine_line(), {}
     for r in rows:
-        labels.setdefault(r.get("machine") or machine_line(), []).append(r["label"])
+        labels.setdefault(r.get("machine") or here, []).append(r["label"])
     if len(labels) <= 1:
-        return f"Machine: {next(iter(labels), machine_line())}."
+        return f"Machine: {next(iter(labels), here)}."
     return "Machines: " + "; ".join(
         f"{machine} ({', '.join(names)})" for machine, names in labels.items()) + "."
 
