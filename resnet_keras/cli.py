@@ -268,6 +268,10 @@ def build_parser():
                    help="validate on the last N training images, not the test split "
                         "(to choose a recipe; default: the protocol's, e.g. 5000 for "
                         "cifar10-recipe)")
+    p.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=None,
+                   help="bfloat16 (CPU) / float16 (GPU) compute for new rows (default: the "
+                        "precision of the protocol's finished rows, else the device's; a "
+                        "resumed row keeps its own)")
     p.add_argument("--strategy", choices=("auto", "mirrored", "one-device"), default="auto")
     p.add_argument("--quiet", action="store_true", help="no per-epoch training output")
     p.set_defaults(func=_lazy("experiments.results", "results_main"))

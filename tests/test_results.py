@@ -234,6 +234,35 @@ def test_reproduce_command_names_only_what_changes_the_results():
             == "resnet-keras results --out results/cifar10")
     assert (results.reproduce_command("out dir", "cifar10-short", "folder:/d", epochs=1)
             == "resnet-keras results --out 'out dir' --dataset folder:/d --epochs 1")
+    assert (results.reproduce_command("r", "cifar10-full", mixed_precision=False)
+            == "resnet-keras results --out r --protocol cifar10-full --no-mixed-precision")
+    assert results.reproduce_command("r", "cifar10-short", mixed_precision=True).endswith(
+        " --mixed-precision")
+
+
+def _finished(precision, pinned=False):
+    identity = {"mixed_precision": precision != "float32"} if pinned else {}
+    return {"precision": precision, "identity": identity}
+
+
+@pytest.mark.parametrize("entry_pin, requested, resuming, finished, expected", [
+    (None, None, False, [], None),  # nothing finished: the device's default
+    (None, None, False, [_finished("mixed_bfloat16")] * 2, True),
+    (None, None, False, [_finished("float32")], False),
+    (None, None, False, [_finished("float32"), _finished("mixed_bfloat16")], None),
+    # A row that pins its precision says nothing of the protocol's.
+    (None, None, False, [_finished("mixed_bfloat16"), _finished("float32", pinned=True)],
+     True),
+    (None, False, False, [_finished("mixed_bfloat16")], False),  # --no-mixed-precision
+    (None, True, True, [_finished("float32")], None),  # a resumed row keeps its own
+    (False, True, False, [_finished("mixed_bfloat16")], False),  # the entry's own first
+    (True, None, True, [], True),
+])
+def test_new_rows_train_at_the_precision_of_the_finished_ones(entry_pin, requested, resuming,
+                                                              finished, expected):
+    entry = results.get_protocol("cifar10-full").entries[0]._replace(
+        mixed_precision=entry_pin)
+    assert results.row_precision(entry, finished, requested, resuming) is expected
 
 
 def test_plots_have_whole_epoch_ticks_and_apart_labels(tmp_path, monkeypatch):
@@ -278,7 +307,7 @@ def test_plots_have_whole_epoch_ticks_and_apart_labels(tmp_path, monkeypatch):
 
 
 def test_full_protocol_keeps_models_and_measures_the_averaging_gains(cifar_subset, tmp_path,
-                                                                     monkeypatch):
+                                                                     monkeypatch, capsys):
     spec = results.get_protocol("cifar10-full")
     assert [e.label for e in spec.entries] == [
         "resnet20", "resnet20-os2", "resnet32",
@@ -309,6 +338,19 @@ def test_full_protocol_keeps_models_and_measures_the_averaging_gains(cifar_subse
     again = results.run_protocol(out, "cifar10-full", dataset, labels=["resnet20-seed1"],
                                  epochs=1, steps_per_epoch=2, verbose=0)
     assert again[0]["top1"] == row["top1"] and again[0]["precision"] == row["precision"]
+    # A new row trains at the finished row's precision there, and says so.
+    from resnet_keras.training import recipe as recipe_lib
+
+    monkeypatch.setattr(recipe_lib, "default_mixed_precision",
+                        lambda *a, **k: row["precision"] == "float32")
+    capsys.readouterr()
+    (new,) = results.run_protocol(out, "cifar10-full", dataset, labels=["resnet20"],
+                                  epochs=1, steps_per_epoch=2)
+    assert new["precision"] == row["precision"] and new["label"] == "resnet20"
+    other = "float32" if row["precision"] != "float32" else "mixed_bfloat16"
+    printed = capsys.readouterr().out
+    assert f"[resnet20] trains in {row['precision']}" in printed
+    assert f"finished rows, not this device's default {other}; --" in printed
     # A fresh checkout holds the kept models but no runs/: nothing is trained again.
     import shutil
 

@@ -108,21 +108,36 @@ def cpu_threads():
         return os.cpu_count() or 1
 
 
+PEAK_REPEAT_SECONDS = 0.25  # the aim for one timed repeat of the matrix products
+MAX_CHAIN = 10
+
+
+def chain_length(product_seconds):
+    """How many matrix products of PRODUCT_SECONDS each one timed call chains:
+    about PEAK_REPEAT_SECONDS of them, at least 1 and at most MAX_CHAIN."""
+    return max(1, min(MAX_CHAIN, round(PEAK_REPEAT_SECONDS / product_seconds)))
+
+
 def matmul_peak(dtype="float32", size=MATMUL_SIZE, repeats=7):
     """FLOP/s of a SIZE x SIZE matrix product in DTYPE (median of REPEATS).
 
-    Ten chained products run per timed call, so the call overhead is amortised.
+    Each timed call chains :func:`chain_length` products: up to ten where one
+    is short (a GPU, a fast CPU), which amortises the call overhead, and one
+    where a product alone takes a quarter of a second (2 cores without
+    AVX-512), so that the measurement lasts seconds there, not half a minute.
     It runs on Keras' backend: TensorFlow, or JAX (``benchmark jax``).
     """
     import keras
 
-    chain = (_jax_matmul_chain if keras.backend.backend() == "jax"
-             else _tf_matmul_chain)(dtype, size)
-    seconds = median_seconds(chain, 2, repeats)
-    return 10 * 2 * size**3 / seconds
+    make = _jax_matmul_chain if keras.backend.backend() == "jax" else _tf_matmul_chain
+    single = make(dtype, size, 1)
+    links = chain_length(median_seconds(single, 1, 1))
+    chain = single if links == 1 else make(dtype, size, links)
+    seconds = median_seconds(chain, 0 if links == 1 else 1, repeats)
+    return links * 2 * size**3 / seconds
 
 
-def _tf_matmul_chain(dtype, size):
+def _tf_matmul_chain(dtype, size, links):
     import tensorflow as tf
 
     a = tf.random.stateless_normal((size, size), seed=(1, 2), dtype=tf.float32)
@@ -131,14 +146,14 @@ def _tf_matmul_chain(dtype, size):
     @tf.function
     def chain():
         x = a
-        for _ in range(10):
+        for _ in range(links):
             x = tf.matmul(x, a)
         return tf.reduce_sum(tf.cast(x[:1, :1], tf.float32))
 
     return lambda: chain().numpy()
 
 
-def _jax_matmul_chain(dtype, size):
+def _jax_matmul_chain(dtype, size, links):
     import jax
 
     a = jax.random.normal(jax.random.PRNGKey(1), (size, size)) / size**0.5
@@ -147,7 +162,7 @@ def _jax_matmul_chain(dtype, size):
     @jax.jit
     def chain(a):
         x = a
-        for _ in range(10):
+        for _ in range(links):
             x = x @ a
         return x[0, 0]
 

@@ -115,12 +115,48 @@ def _identity(entry, protocol, dataset, epochs, train_subset, steps_per_epoch, h
     return identity
 
 
+def row_precision(entry, finished, requested=None, resuming=False):
+    """The ``mixed_precision`` ENTRY trains at (None: the trainer decides).
+
+    The entry's own setting comes first. An interrupted run (RESUMING) keeps
+    the precision it started with. A new row takes REQUESTED
+    (``--mixed-precision``), else the precision of the protocol's FINISHED rows
+    when they share one, so that its rows are compared at one precision
+    whatever this device's default, else the device's default.
+    """
+    if entry.mixed_precision is not None:
+        return bool(entry.mixed_precision)
+    if resuming:
+        return None
+    if requested is not None:
+        return bool(requested)
+    precisions = {row["precision"] for row in finished
+                  if "mixed_precision" not in row["identity"]}  # not those pinned
+    return precisions.pop() != "float32" if len(precisions) == 1 else None
+
+
+def _precision_note(label, mixed_precision):
+    """The line that says row LABEL trains at the precision of its protocol's
+    finished rows, not this device's default; None when they agree."""
+    default = train_lib.default_mixed_precision()
+    if mixed_precision in (None, default):
+        return None
+    chosen, other = (train_lib.precision_policy(mixed_precision),
+                     train_lib.precision_policy(default))
+    flag = "--no-mixed-precision" if mixed_precision else "--mixed-precision"
+    speed = " (emulated on this CPU, so slower)" if chosen == "mixed_bfloat16" else ""
+    return (f"[{label}] trains in {chosen}{speed}, the precision of this protocol's "
+            f"finished rows, not this device's default {other}; {flag} trains in {other}")
+
+
 def run_entry(entry, protocol, dataset, out_dir, *, epochs=None, train_subset=None,
-              steps_per_epoch=None, strategy="auto", holdout=None, verbose=1):
+              steps_per_epoch=None, strategy="auto", holdout=None, finished=(),
+              mixed_precision=None, verbose=1):
     """Train one entry (or reuse its finished result); its result row.
 
     An interrupted run resumes from its last checkpoint at the precision it
-    started with, whatever this device's default.
+    started with, whatever this device's default. A new one trains at the
+    precision of the protocol's FINISHED rows (see :func:`row_precision`).
     """
     epochs = epochs or entry.epochs
     run_dir = os.path.join(out_dir, "runs", entry.label)
@@ -134,6 +170,12 @@ def run_entry(entry, protocol, dataset, out_dir, *, epochs=None, train_subset=No
     if verbose:
         print(f"[{entry.label}] training {entry.model} {dict(entry.overrides) or ''} "
               f"for {epochs} epoch(s)", flush=True)
+    resuming = os.path.isfile(os.path.join(run_dir, rundir.CONFIG_FILE))
+    follows = not resuming and entry.mixed_precision is None and mixed_precision is None
+    mixed_precision = row_precision(entry, finished, mixed_precision, resuming)
+    note = _precision_note(entry.label, mixed_precision) if follows else None
+    if note and verbose:
+        print(note, flush=True)
     os.makedirs(run_dir, exist_ok=True)
     curve = _Curve(run_dir)
     result = train_lib.train(
@@ -141,7 +183,7 @@ def run_entry(entry, protocol, dataset, out_dir, *, epochs=None, train_subset=No
         model_dir=run_dir, image_size=protocol.image_size, strategy=strategy,
         seed=protocol.seed if entry.seed is None else entry.seed, train_subset=train_subset,
         steps_per_epoch=steps_per_epoch, model_kwargs=dict(entry.overrides),
-        mixed_precision=entry.mixed_precision, holdout=holdout, callbacks=[curve],
+        mixed_precision=mixed_precision, holdout=holdout, callbacks=[curve],
         verbose=verbose, **entry_recipe(entry, protocol))
     params, macs = _model_cost(entry, protocol.image_size, result.config["num_classes"])
     gains = _gains(result, run_dir, dataset, holdout)
@@ -187,7 +229,7 @@ def _keep_model(run_dir, target):
 
 
 def reproduce_command(out_dir, protocol, dataset=None, epochs=None, train_subset=None,
-                      steps_per_epoch=None, holdout=None):
+                      steps_per_epoch=None, holdout=None, mixed_precision=None):
     """The ``resnet-keras results`` command line that gives these results."""
     parts = ["resnet-keras", "results", "--out", out_dir]
     for flag, value in (("--protocol", None if protocol == DEFAULT_PROTOCOL else protocol),
@@ -196,12 +238,14 @@ def reproduce_command(out_dir, protocol, dataset=None, epochs=None, train_subset
                         ("--steps-per-epoch", steps_per_epoch), ("--holdout", holdout)):
         if value is not None:
             parts += [flag, str(value)]
+    if mixed_precision is not None:
+        parts.append("--mixed-precision" if mixed_precision else "--no-mixed-precision")
     return shlex.join(parts)
 
 
 def run_protocol(out_dir, protocol=DEFAULT_PROTOCOL, dataset=None, *, labels=None,
                  epochs=None, train_subset=None, steps_per_epoch=None, strategy="auto",
-                 holdout=None, verbose=1):
+                 holdout=None, mixed_precision=None, verbose=1):
     """Train the protocol's models and write the table and plots to OUT_DIR.
 
     ``dataset`` defaults to the offline CIFAR-10 copy (:func:`data.local_cifar10`).
@@ -209,6 +253,8 @@ def run_protocol(out_dir, protocol=DEFAULT_PROTOCOL, dataset=None, *, labels=Non
     ``train_subset`` and ``steps_per_epoch`` shorten every run (for trials);
     ``holdout=N`` validates on the last N training images instead of the test
     split (to choose a recipe; default: the protocol's ``holdout``, if any).
+    ``mixed_precision`` sets the precision of new rows (default: that of the
+    protocol's finished rows, see :func:`row_precision`).
     Returns the rows of the models run. The report covers every model of the
     protocol finished with these settings (also in earlier sittings) and is
     rewritten after each model, so a long protocol shows results as they come.
@@ -218,20 +264,25 @@ def run_protocol(out_dir, protocol=DEFAULT_PROTOCOL, dataset=None, *, labels=Non
     if epochs is not None and (not isinstance(epochs, int) or epochs < 1):
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
     command = reproduce_command(out_dir, spec.name, dataset, epochs, train_subset,
-                                steps_per_epoch, holdout)
+                                steps_per_epoch, holdout, mixed_precision)
     holdout = holdout or spec.holdout
     dataset = dataset or data_lib.local_cifar10()
     data_lib.parse_dataset_spec(dataset)
     os.makedirs(out_dir, exist_ok=True)
+
+    def finished_rows():
+        found = (_finished_row(out_dir, other, _identity(
+            other, spec, dataset, epochs, train_subset, steps_per_epoch, holdout))
+            for other in spec.entries)
+        return [row for row in found if row]
+
     rows = []
     for entry in entries:
         rows.append(run_entry(entry, spec, dataset, out_dir, epochs=epochs,
                               train_subset=train_subset, steps_per_epoch=steps_per_epoch,
-                              strategy=strategy, holdout=holdout, verbose=verbose))
-        finished = [_finished_row(out_dir, other, _identity(
-            other, spec, dataset, epochs, train_subset, steps_per_epoch, holdout))
-            for other in spec.entries]
-        write_report(out_dir, spec, [row for row in finished if row], dataset, command)
+                              strategy=strategy, holdout=holdout, finished=finished_rows(),
+                              mixed_precision=mixed_precision, verbose=verbose))
+        write_report(out_dir, spec, finished_rows(), dataset, command)
     return rows
 
 
@@ -240,7 +291,8 @@ def results_main(args):
     rows = run_protocol(args.out, args.protocol, args.dataset, labels=args.models,
                         epochs=args.epochs, train_subset=args.train_subset,
                         steps_per_epoch=args.steps_per_epoch, strategy=args.strategy,
-                        holdout=args.holdout, verbose=0 if args.quiet else 1)
+                        holdout=args.holdout, mixed_precision=args.mixed_precision,
+                        verbose=0 if args.quiet else 1)
     print(table_markdown(rows))
     print(f"report: {os.path.join(args.out, 'results.md')}")
     return 0
